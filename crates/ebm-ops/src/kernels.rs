@@ -1,0 +1,407 @@
+//! CPU kernels behind the custom ops: im2col + `gemm` convolutions and element-wise loops,
+//! generic over f32 and f64. Tensors are NCHW and contiguous here; the ops make them so.
+
+use rayon::prelude::*;
+
+/// The float types the CPU kernels support.
+pub(crate) trait Real:
+    Copy
+    + Send
+    + Sync
+    + 'static
+    + std::ops::Add<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::AddAssign
+{
+    const ZERO: Self;
+    const ONE: Self;
+    fn exp(self) -> Self;
+    fn recip(self) -> Self;
+}
+
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn recip(self) -> Self {
+        1.0 / self
+    }
+}
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn recip(self) -> Self {
+        1.0 / self
+    }
+}
+
+/// The geometry of a stride-1 convolution with the same zero padding on every side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeom {
+    pub batch: usize,
+    pub in_channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub out_channels: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub padding: usize,
+}
+
+impl ConvGeom {
+    pub fn out_h(&self) -> usize {
+        self.height + 2 * self.padding + 1 - self.kernel_h
+    }
+    pub fn out_w(&self) -> usize {
+        self.width + 2 * self.padding + 1 - self.kernel_w
+    }
+    /// Rows of the im2col matrix: one per (input channel, kernel row, kernel column).
+    pub fn col_rows(&self) -> usize {
+        self.in_channels * self.kernel_h * self.kernel_w
+    }
+    /// Columns of the im2col matrix: one per output pixel.
+    pub fn col_cols(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+    pub fn in_image_len(&self) -> usize {
+        self.in_channels * self.height * self.width
+    }
+    pub fn out_image_len(&self) -> usize {
+        self.out_channels * self.col_cols()
+    }
+    /// The geometry of the input gradient: a convolution of the output gradient with the
+    /// flipped kernel, channels swapped, padded so the result has the input's size.
+    pub fn input_grad(&self) -> ConvGeom {
+        ConvGeom {
+            batch: self.batch,
+            in_channels: self.out_channels,
+            height: self.out_h(),
+            width: self.out_w(),
+            out_channels: self.in_channels,
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            padding: self.kernel_h - 1 - self.padding,
+        }
+    }
+}
+
+/// Unfolds one image `[C, H, W]` into `col [C*KH*KW, OH*OW]`.
+fn im2col<T: Real>(image: &[T], g: &ConvGeom, col: &mut [T]) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let p = oh * ow;
+    let pad = g.padding as isize;
+    for c in 0..g.in_channels {
+        let plane = &image[c * g.height * g.width..(c + 1) * g.height * g.width];
+        for i in 0..g.kernel_h {
+            for j in 0..g.kernel_w {
+                let row = ((c * g.kernel_h + i) * g.kernel_w + j) * p;
+                let dst_rows = &mut col[row..row + p];
+                // Output columns whose input column lies inside the image.
+                let shift = j as isize - pad;
+                let lo = (-shift).clamp(0, ow as isize) as usize;
+                let hi = (g.width as isize - shift).clamp(lo as isize, ow as isize) as usize;
+                for y in 0..oh {
+                    let dst = &mut dst_rows[y * ow..(y + 1) * ow];
+                    let iy = y as isize + i as isize - pad;
+                    if iy < 0 || iy >= g.height as isize {
+                        dst.fill(T::ZERO);
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.width..(iy as usize + 1) * g.width];
+                    dst[..lo].fill(T::ZERO);
+                    let s0 = (lo as isize + shift) as usize;
+                    dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                    dst[hi..].fill(T::ZERO);
+                }
+            }
+        }
+    }
+}
+
+/// `dst [m, n] (+)= lhs [m, k] · rhs`, row-major `dst` and `lhs`; `rhs` given by its strides
+/// (`rhs_rs` between rows of k, `rhs_cs` between columns of n).
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Real>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    accumulate: bool,
+    lhs: &[T],
+    rhs: &[T],
+    rhs_rs: isize,
+    rhs_cs: isize,
+    parallel: bool,
+) {
+    debug_assert!(dst.len() >= m * n && lhs.len() >= m * k);
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the slices cover every element addressed by the given sizes and strides (the
+    // callers size them from one ConvGeom), and dst does not alias lhs or rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// How to split `batch` images over the rayon pool: images per task, and whether each gemm
+/// should itself be parallel (when there are fewer images than threads).
+fn batch_split(batch: usize) -> (usize, bool) {
+    let threads = rayon::current_num_threads().max(1);
+    if batch >= threads {
+        (batch.div_ceil(threads), false)
+    } else {
+        (1, true)
+    }
+}
+
+/// Forward convolution: `out [B, O, OH, OW] = x [B, C, H, W] ⋆ w [O, C, KH, KW] (+ bias [O])`.
+pub(crate) fn conv_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+    let (k, p) = (g.col_rows(), g.col_cols());
+    let mut out = vec![T::ZERO; g.batch * g.out_image_len()];
+    let (per_task, parallel_gemm) = batch_split(g.batch);
+    out.par_chunks_mut(per_task * g.out_image_len())
+        .zip(x.par_chunks(per_task * g.in_image_len()))
+        .for_each(|(out_chunk, x_chunk)| {
+            let mut col = vec![T::ZERO; k * p];
+            for (out_img, x_img) in out_chunk
+                .chunks_mut(g.out_image_len())
+                .zip(x_chunk.chunks(g.in_image_len()))
+            {
+                if let Some(bias) = bias {
+                    for (row, &b) in out_img.chunks_mut(p).zip(bias) {
+                        row.fill(b);
+                    }
+                }
+                let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
+                    x_img
+                } else {
+                    im2col(x_img, g, &mut col);
+                    &col
+                };
+                matmul(
+                    g.out_channels,
+                    p,
+                    k,
+                    out_img,
+                    bias.is_some(),
+                    w,
+                    rhs,
+                    p as isize,
+                    1,
+                    parallel_gemm,
+                );
+            }
+        });
+    out
+}
+
+/// The kernel `w [O, C, KH, KW]` flipped in space with its channels swapped: `[C, O, KH, KW]`.
+pub(crate) fn flip_kernel<T: Real>(w: &[T], g: &ConvGeom) -> Vec<T> {
+    let (o, c, kh, kw) = (g.out_channels, g.in_channels, g.kernel_h, g.kernel_w);
+    let mut flipped = vec![T::ZERO; w.len()];
+    for oi in 0..o {
+        for ci in 0..c {
+            for i in 0..kh {
+                for j in 0..kw {
+                    flipped[((ci * o + oi) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)] =
+                        w[((oi * c + ci) * kh + i) * kw + j];
+                }
+            }
+        }
+    }
+    flipped
+}
+
+/// Gradient of the loss with respect to the input, given the output gradient `gy`.
+pub(crate) fn conv_input_grad<T: Real>(gy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+    conv_forward(gy, &flip_kernel(w, g), None, &g.input_grad())
+}
+
+/// Gradient with respect to the kernel: `dw [O, C*KH*KW] = sum_b gy_b [O, P] · col_b^T`.
+pub(crate) fn conv_kernel_grad<T: Real>(x: &[T], gy: &[T], g: &ConvGeom) -> Vec<T> {
+    let (k, p, o) = (g.col_rows(), g.col_cols(), g.out_channels);
+    let (per_task, parallel_gemm) = batch_split(g.batch);
+    let partials: Vec<Vec<T>> = x
+        .par_chunks(per_task * g.in_image_len())
+        .zip(gy.par_chunks(per_task * g.out_image_len()))
+        .map(|(x_chunk, gy_chunk)| {
+            let mut col = vec![T::ZERO; k * p];
+            let mut dw = vec![T::ZERO; o * k];
+            for (x_img, gy_img) in x_chunk
+                .chunks(g.in_image_len())
+                .zip(gy_chunk.chunks(g.out_image_len()))
+            {
+                let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
+                    x_img
+                } else {
+                    im2col(x_img, g, &mut col);
+                    &col
+                };
+                // rhs is col^T: row index p (stride 1), column index k (stride P).
+                matmul(o, k, p, &mut dw, true, gy_img, rhs, 1, p as isize, parallel_gemm);
+            }
+            dw
+        })
+        .collect();
+    let mut total = vec![T::ZERO; o * k];
+    for part in partials {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    total
+}
+
+/// Gradient with respect to the bias: the output gradient summed over batch and pixels.
+pub(crate) fn conv_bias_grad<T: Real>(gy: &[T], g: &ConvGeom) -> Vec<T> {
+    let p = g.col_cols();
+    let mut db = vec![T::ZERO; g.out_channels];
+    for img in gy.chunks(g.out_image_len()) {
+        for (d, row) in db.iter_mut().zip(img.chunks(p)) {
+            let mut s = T::ZERO;
+            for &v in row {
+                s += v;
+            }
+            *d += s;
+        }
+    }
+    db
+}
+
+const PAR_CHUNK: usize = 1 << 14;
+
+/// `y = x * sigmoid(x)`.
+pub(crate) fn swish_forward<T: Real>(x: &[T]) -> Vec<T> {
+    let mut y = vec![T::ZERO; x.len()];
+    y.par_chunks_mut(PAR_CHUNK)
+        .zip(x.par_chunks(PAR_CHUNK))
+        .for_each(|(y, x)| {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = x * (T::ONE + (T::ZERO - x).exp()).recip();
+            }
+        });
+    y
+}
+
+/// `dx = gy * d swish / dx = gy * s * (1 + x (1 - s))`, `s = sigmoid(x)`.
+pub(crate) fn swish_backward<T: Real>(x: &[T], gy: &[T]) -> Vec<T> {
+    let mut dx = vec![T::ZERO; x.len()];
+    dx.par_chunks_mut(PAR_CHUNK)
+        .zip(x.par_chunks(PAR_CHUNK).zip(gy.par_chunks(PAR_CHUNK)))
+        .for_each(|(dx, (x, gy))| {
+            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(gy) {
+                let s = (T::ONE + (T::ZERO - x).exp()).recip();
+                *d = g * s * (T::ONE + x * (T::ONE - s));
+            }
+        });
+    dx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A direct six-loop convolution, the definition itself.
+    fn conv_direct(x: &[f64], w: &[f64], g: &ConvGeom) -> Vec<f64> {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let mut out = vec![0.0; g.batch * g.out_channels * oh * ow];
+        for b in 0..g.batch {
+            for o in 0..g.out_channels {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut s = 0.0;
+                        for c in 0..g.in_channels {
+                            for i in 0..g.kernel_h {
+                                for j in 0..g.kernel_w {
+                                    let iy = (y + i) as isize - g.padding as isize;
+                                    let ix = (xx + j) as isize - g.padding as isize;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= g.height as isize
+                                        || ix >= g.width as isize
+                                    {
+                                        continue;
+                                    }
+                                    s += x[((b * g.in_channels + c) * g.height + iy as usize)
+                                        * g.width
+                                        + ix as usize]
+                                        * w[((o * g.in_channels + c) * g.kernel_h + i)
+                                            * g.kernel_w
+                                            + j];
+                                }
+                            }
+                        }
+                        out[((b * g.out_channels + o) * oh + y) * ow + xx] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo(n: usize, seed: u64) -> Vec<f64> {
+        // A small deterministic generator is enough for kernel-level tests.
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn im2col_gemm_equals_direct_convolution() {
+        for (kh, pad, h, w) in [(3, 1, 5, 7), (3, 0, 6, 4), (1, 0, 3, 3), (5, 2, 4, 6), (3, 2, 3, 3)] {
+            let g = ConvGeom {
+                batch: 3,
+                in_channels: 2,
+                height: h,
+                width: w,
+                out_channels: 4,
+                kernel_h: kh,
+                kernel_w: kh,
+                padding: pad,
+            };
+            let x = pseudo(g.batch * g.in_image_len(), 1);
+            let wt = pseudo(g.out_channels * g.col_rows(), 2);
+            let fast = conv_forward(&x, &wt, None, &g);
+            let slow = conv_direct(&x, &wt, &g);
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!((a - b).abs() < 1e-12, "k={kh} pad={pad}: {a} vs {b}");
+            }
+        }
+    }
+}
