@@ -1,0 +1,44 @@
+//! Neural energy functions on candle, built from `ebm-ops`:
+//!
+//! - [`Igebm`]: the ResNet energy of Du & Mordatch 2019, "Implicit Generation and Modeling with
+//!   Energy-Based Models": residual blocks with Swish, average-pool downsampling, spectral
+//!   normalisation by power iteration with persistent vectors, and optional class-conditional
+//!   gain and bias per class.
+//! - [`Mlp`]: a fully connected energy, e.g. the latent-space prior of Pang et al. 2020.
+//!
+//! Both implement [`ebm_core::Energy`] (and [`ebm_core::LabelledEnergy`] when conditional),
+//! keep their trainable tensors in a [`ParamStore`], and save checkpoints as safetensors with
+//! their config beside them as JSON ([`checkpoint`]).
+//!
+//! A model under training holds `Var`s; [`Igebm::frozen`] returns a copy whose spectrally
+//! normalised weights are computed once and detached, which is what a Langevin chain should use:
+//! its backward then computes the input gradient and nothing else.
+
+pub mod checkpoint;
+mod error;
+mod igebm;
+mod layers;
+mod mlp;
+mod params;
+
+pub use error::{Error, Result};
+pub use igebm::{BlockConfig, Igebm, IgebmConfig};
+pub use layers::{one_hot, Activation, ClassTable, Conv, Dense, Init, SpectralNorm};
+pub use mlp::{Mlp, MlpConfig};
+pub use params::ParamStore;
+
+/// A model whose parameters can be trained and saved: the interface the trainer and the
+/// checkpoint functions use.
+pub trait Trainable {
+    /// The model's trainable parameters.
+    fn params(&self) -> &ParamStore;
+    /// Mutable access, for loading a checkpoint.
+    fn params_mut(&mut self) -> &mut ParamStore;
+    /// One power iteration per spectrally normalised layer (no-op without spectral norm). The
+    /// trainer calls it once per step, before the forward passes, as PyTorch does per forward.
+    fn update_spectral_norm(&mut self) -> Result<()>;
+    /// Non-trainable state saved with the weights (spectral-norm vectors), by name.
+    fn buffers(&self) -> Vec<(String, candle_core::Tensor)>;
+    /// Restores the state returned by [`Trainable::buffers`].
+    fn set_buffers(&mut self, buffers: &std::collections::HashMap<String, candle_core::Tensor>) -> Result<()>;
+}
