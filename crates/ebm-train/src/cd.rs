@@ -1,0 +1,253 @@
+//! [`CdTrainer`]: one contrastive-divergence step at a time, with persistent chains.
+
+use std::time::Instant;
+
+use candle_core::{DType, Tensor};
+use ebm_core::{noise, validate};
+use ebm_mcmc::{Langevin, LangevinConfig, ReplayBuffer};
+use serde::{Deserialize, Serialize};
+
+use crate::{Adam, AdamConfig, Conditioned, Ema, EnergyModel, Error, Result};
+
+/// Hyper-parameters of contrastive-divergence training. Defaults are the IGEBM paper's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CdConfig {
+    /// Weight of the energy regulariser `mean E(x+)^2 + mean E(x-)^2` (>= 0).
+    pub l2_coeff: f64,
+    /// The optimiser.
+    pub adam: AdamConfig,
+    /// The sampler of negatives.
+    pub langevin: LangevinConfig,
+    /// Capacity of the replay buffer; `None` starts every chain from noise (short-run).
+    pub replay_capacity: Option<usize>,
+    /// Probability that a chain restarts from noise instead of the buffer.
+    pub restart_probability: f64,
+    /// Decay of an exponential moving average of the weights, if wanted.
+    pub ema_decay: Option<f64>,
+    /// The data range, where fresh chains start uniformly.
+    pub data_range: (f64, f64),
+}
+
+impl Default for CdConfig {
+    fn default() -> Self {
+        Self {
+            l2_coeff: 1.0,
+            adam: AdamConfig::default(),
+            langevin: LangevinConfig::igebm(),
+            replay_capacity: Some(10_000),
+            restart_probability: 0.05,
+            ema_decay: None,
+            data_range: (0.0, 1.0),
+        }
+    }
+}
+
+/// What one training step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    /// 1-based step number.
+    pub step: usize,
+    /// The total loss.
+    pub loss: f64,
+    /// Mean energy of the data batch, E+.
+    pub energy_pos: f64,
+    /// Mean energy of the sampled batch, E-.
+    pub energy_neg: f64,
+    /// Global L2 norm of the parameter gradient.
+    pub grad_norm: f64,
+    /// Wall-clock seconds per Langevin step.
+    pub seconds_per_sampler_step: f64,
+    /// Wall-clock seconds of the whole step.
+    pub seconds: f64,
+}
+
+/// Trains an [`EnergyModel`] by contrastive divergence.
+pub struct CdTrainer<M: EnergyModel> {
+    model: M,
+    config: CdConfig,
+    sampler: Langevin,
+    adam: Adam,
+    ema: Option<Ema>,
+    buffer: Option<ReplayBuffer>,
+    history: Vec<StepLog>,
+}
+
+impl<M: EnergyModel> CdTrainer<M> {
+    /// Validates the config and sets up the optimiser, buffer and EMA.
+    pub fn new(model: M, config: CdConfig) -> Result<Self> {
+        validate::non_negative("l2_coeff", config.l2_coeff)?;
+        let sampler = Langevin::new(config.langevin.clone())?;
+        let adam = Adam::new(model.params().vars(), config.adam.clone())?;
+        let ema = match config.ema_decay {
+            Some(d) => Some(Ema::new(model.params(), d)?),
+            None => None,
+        };
+        let buffer = match config.replay_capacity {
+            Some(cap) => Some(ReplayBuffer::new(
+                cap,
+                &model.sample_shape(),
+                config.restart_probability,
+                config.data_range,
+            )?),
+            None => None,
+        };
+        Ok(Self {
+            model,
+            config,
+            sampler,
+            adam,
+            ema,
+            buffer,
+            history: Vec::new(),
+        })
+    }
+
+    /// One step on a batch of data `positives [B, ...]` (with labels `[B]` for a conditional
+    /// model): sample negatives, then one optimiser update.
+    pub fn step<R: rand::Rng + ?Sized>(
+        &mut self,
+        positives: &Tensor,
+        labels: Option<&Tensor>,
+        rng: &mut R,
+    ) -> Result<StepLog> {
+        let start = Instant::now();
+        let step = self.history.len() + 1;
+        let shape = self.model.sample_shape();
+        let batch = validate::check_batch_shape(positives, &shape, "training batch")?;
+        validate::check_finite(positives, "training batch")?;
+        let classes = self.model.num_classes();
+        match (classes, labels) {
+            (Some(_), None) => {
+                return Err(ebm_core::Error::invalid(
+                    "labels",
+                    "a conditional model needs one label per training image",
+                )
+                .into())
+            }
+            (None, Some(_)) => {
+                return Err(ebm_core::Error::invalid(
+                    "labels",
+                    "an unconditional model takes no labels",
+                )
+                .into())
+            }
+            _ => {}
+        }
+        let device = positives.device().clone();
+
+        // Negatives: persistent chains from the buffer, or short-run from noise.
+        let (x0, neg_labels) = match &self.buffer {
+            Some(buffer) => {
+                let b = buffer.sample(batch, classes, &device, rng)?;
+                (b.x, b.labels)
+            }
+            None => {
+                let mut dims = vec![batch];
+                dims.extend(&shape);
+                let (lo, hi) = self.config.data_range;
+                let x = noise::uniform(rng, dims, lo, hi, DType::F32, &device)?;
+                let l = match classes {
+                    Some(k) => Some(noise::random_labels(rng, batch, k, &device)?),
+                    None => None,
+                };
+                (x, l)
+            }
+        };
+        self.model.update_spectral_norm()?;
+        let frozen = self.model.frozen()?;
+        let run = self.sampler.run(
+            &Conditioned::new(&frozen, neg_labels.as_ref()),
+            &x0.to_dtype(positives.dtype())?,
+            rng,
+        )?;
+        let negatives = run.samples;
+        if let Some(buffer) = &mut self.buffer {
+            buffer.push(&negatives, neg_labels.as_ref())?;
+        }
+
+        // One forward of data and samples together, then the loss and the update.
+        let x = Tensor::cat(&[positives, &negatives], 0)?;
+        let all_labels = match (labels, &neg_labels) {
+            (Some(p), Some(n)) => Some(Tensor::cat(&[&p.to_dtype(DType::U32)?, n], 0)?),
+            _ => None,
+        };
+        let energies = self.model.energies(&x, all_labels.as_ref())?;
+        let e_pos = energies.narrow(0, 0, batch)?;
+        let e_neg = energies.narrow(0, batch, batch)?;
+        let ml = (e_pos.mean_all()? - e_neg.mean_all()?)?;
+        let reg = (e_pos.sqr()?.mean_all()? + e_neg.sqr()?.mean_all()?)?;
+        let loss = (ml + (reg * self.config.l2_coeff)?)?;
+        let scalar = |t: &Tensor| -> Result<f64> {
+            Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+        };
+        let loss_value = scalar(&loss)?;
+        if !loss_value.is_finite() {
+            return Err(Error::Diverged { step, what: "the loss".into() });
+        }
+        let grads = loss.backward()?;
+        let grad_norm = self.adam.step(&grads)?;
+        if !grad_norm.is_finite() {
+            return Err(Error::Diverged { step, what: "the gradient norm".into() });
+        }
+        if let Some(ema) = &mut self.ema {
+            ema.update(self.model.params())?;
+        }
+        let log = StepLog {
+            step,
+            loss: loss_value,
+            energy_pos: scalar(&e_pos.mean_all()?)?,
+            energy_neg: scalar(&e_neg.mean_all()?)?,
+            grad_norm,
+            seconds_per_sampler_step: run.seconds_per_step,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.history.push(log.clone());
+        Ok(log)
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// Mutable access to the model.
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+
+    /// The trained model.
+    pub fn into_model(self) -> M {
+        self.model
+    }
+
+    /// The config.
+    pub fn config(&self) -> &CdConfig {
+        &self.config
+    }
+
+    /// The sampler of negatives.
+    pub fn sampler(&self) -> &Langevin {
+        &self.sampler
+    }
+
+    /// The replay buffer, if the config has one.
+    pub fn buffer(&self) -> Option<&ReplayBuffer> {
+        self.buffer.as_ref()
+    }
+
+    /// The moving average of the weights, if the config has one.
+    pub fn ema(&self) -> Option<&Ema> {
+        self.ema.as_ref()
+    }
+
+    /// The optimiser.
+    pub fn optimizer(&self) -> &Adam {
+        &self.adam
+    }
+
+    /// The log of every step so far.
+    pub fn history(&self) -> &[StepLog] {
+        &self.history
+    }
+}
