@@ -1,0 +1,136 @@
+//! `cargo xtask`: the project's tasks.
+//!
+//! ```text
+//! cargo xtask download <data set>...        fetch official files, check SHA-256
+//! cargo xtask reproduce [experiment]        run experiments (all when none is named)
+//!                       [--quick|--full] [--out DIR] [--seed N] [--device cpu|cuda|metal]
+//! ```
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use ebm_data::DataSet;
+use xtask::reproduce::{self, Mode, Options};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Tasks of the ebm-rs workspace")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: BenchTask,
+    },
+    /// Download data sets from their official addresses into the cache, checking SHA-256.
+    Download {
+        /// Data sets: fashion-mnist, mnist, cifar-10.
+        #[arg(required = true)]
+        datasets: Vec<String>,
+        /// Download into this folder instead of the cache.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Reproduce a paper's experiments and write a report.
+    Reproduce {
+        /// The experiment (igebm); all of them when omitted.
+        experiment: Option<String>,
+        /// Small models, minutes on a CPU (the default).
+        #[arg(long, conflicts_with = "full")]
+        quick: bool,
+        /// The paper's recipe, for a GPU machine.
+        #[arg(long)]
+        full: bool,
+        /// The results folder (default results/); each experiment writes into its own subfolder.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// cpu, cuda or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Read data sets from this folder (holding e.g. fashion-mnist/) before the usual places.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Override the recipe's number of training iterations per model.
+        #[arg(long)]
+        iterations: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchTask {
+    /// The Langevin workload on the project's network: prints `image-steps/s: N` last.
+    Langevin {
+        /// Images per batch.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed steps (after 2 untimed).
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Network width.
+        #[arg(long, default_value_t = 64)]
+        width: usize,
+        /// Image height and width.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Image channels.
+        #[arg(long, default_value_t = 3)]
+        channels: usize,
+        /// cpu, cuda or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.task {
+        Task::Bench { which: BenchTask::Langevin { batch, steps, width, size, channels, device } } => {
+            let w = xtask::bench::Workload { batch, channels, size, width, steps };
+            let rate = xtask::bench::langevin(w, &xtask::device(&device)?)?;
+            println!("image-steps/s: {rate:.1}");
+        }
+        Task::Download { datasets, dir } => {
+            for name in datasets {
+                let set = DataSet::from_name(&name)?;
+                let dir = xtask::download::download(set, dir.as_deref())?;
+                println!("{}: {}", set.name(), dir.display());
+            }
+        }
+        Task::Reproduce { experiment, quick: _, full, out, seed, device, data_dir, iterations } => {
+            let mode = if full { Mode::Full } else { Mode::Quick };
+            let names: Vec<String> = match experiment {
+                Some(e) => vec![e],
+                None => reproduce::EXPERIMENTS.iter().map(|s| s.to_string()).collect(),
+            };
+            for name in names {
+                let options = Options {
+                    mode,
+                    out: out.join(&name),
+                    seed,
+                    device: xtask::device(&device)?,
+                    data_dir: data_dir.clone(),
+                    iterations,
+                    quiet: false,
+                };
+                reproduce::run(&name, &options)?;
+            }
+        }
+    }
+    Ok(())
+}
