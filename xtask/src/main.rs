@@ -60,6 +60,9 @@ enum Task {
         /// Override the recipe's number of training iterations per model.
         #[arg(long)]
         iterations: Option<usize>,
+        /// Override a recipe field, e.g. `--set train.adam.lr=0.001` (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        overrides: Vec<String>,
     },
 }
 
@@ -112,7 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}: {}", set.name(), dir.display());
             }
         }
-        Task::Reproduce { experiment, quick: _, full, out, seed, device, data_dir, iterations } => {
+        Task::Reproduce { experiment, quick: _, full, out, seed, device, data_dir, iterations, overrides } => {
             let mode = if full { Mode::Full } else { Mode::Quick };
             let names: Vec<String> = match experiment {
                 Some(e) => vec![e],
@@ -126,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     device: xtask::device(&device)?,
                     data_dir: data_dir.clone(),
                     iterations,
+                    overrides: overrides.clone(),
                     quiet: false,
                 };
                 reproduce::run(&name, &options)?;

@@ -16,13 +16,14 @@ use ebm_mcmc::{Langevin, LangevinConfig};
 use ebm_nn::{checkpoint, Igebm, IgebmConfig, Trainable};
 use ebm_train::{CdConfig, CdTrainer, Conditioned, StepLog};
 use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Mode, Options};
 use crate::report::{table, Report};
 
 /// Everything that defines an IGEBM run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Recipe {
     /// The data set's name.
     pub dataset: String,
@@ -38,6 +39,8 @@ pub struct Recipe {
     pub eval_langevin: LangevinConfig,
     /// Samples drawn from noise per model (a multiple of 10: one row per class).
     pub samples: usize,
+    /// Which models to train: `unconditional`, `conditional` or both.
+    pub models: Vec<String>,
 }
 
 impl Recipe {
@@ -54,6 +57,7 @@ impl Recipe {
             iterations: 300,
             eval_langevin: LangevinConfig { steps: 40, ..LangevinConfig::igebm() },
             samples: 100,
+            models: vec!["unconditional".into(), "conditional".into()],
         }
     }
 
@@ -70,6 +74,7 @@ impl Recipe {
             iterations: 100_000,
             eval_langevin: LangevinConfig::igebm(),
             samples: 100,
+            models: vec!["unconditional".into(), "conditional".into()],
         }
     }
 
@@ -84,7 +89,7 @@ impl Recipe {
 
 /// Runs the experiment with the mode's recipe on the data set found by the resolver.
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    let mut recipe = Recipe::for_mode(options.mode);
+    let mut recipe: Recipe = super::apply_overrides(&Recipe::for_mode(options.mode), &options.overrides)?;
     if let Some(n) = options.iterations {
         recipe.iterations = n;
     }
@@ -145,7 +150,12 @@ pub fn run_recipe(
     let device = &options.device;
     let classes = train.classes();
     let rows = recipe.samples / classes.max(1);
-    let total = 2 * recipe.iterations as u64 + 2 * recipe.eval_langevin.steps as u64;
+    for m in &recipe.models {
+        if m != "unconditional" && m != "conditional" {
+            anyhow::bail!("unknown model `{m}` in the recipe: use unconditional and/or conditional");
+        }
+    }
+    let total = recipe.models.len() as u64 * (recipe.iterations + recipe.eval_langevin.steps) as u64;
     let bar = crate::progress::bar(total, options.quiet);
     let mut report = Report::default();
     report.setting("recipe", recipe);
@@ -156,6 +166,9 @@ pub fn run_recipe(
 
     let mut md_rows = Vec::new();
     for (name, conditional) in [("unconditional", false), ("conditional", true)] {
+        if !recipe.models.iter().any(|m| m == name) {
+            continue;
+        }
         let mut rng: Rng = seeded_rng(options.seed + conditional as u64);
         let mut cfg = recipe.model.clone();
         cfg.num_classes = conditional.then_some(classes);

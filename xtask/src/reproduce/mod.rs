@@ -30,12 +30,38 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Overrides the recipe's training iterations per model.
     pub iterations: Option<usize>,
+    /// Overrides of recipe fields, `path.to.field=value` (value as JSON, else a string).
+    pub overrides: Vec<String>,
     /// Hide the progress bar (tests).
     pub quiet: bool,
 }
 
 /// The experiments that exist, in the order a bare `cargo xtask reproduce` runs them.
 pub const EXPERIMENTS: &[&str] = &["igebm"];
+
+/// Applies `path.to.field=value` overrides to a recipe through its JSON form; an unknown
+/// field or a value of the wrong type is an error that names it.
+pub fn apply_overrides<R>(recipe: &R, overrides: &[String]) -> anyhow::Result<R>
+where
+    R: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let mut value = serde_json::to_value(recipe)?;
+    for o in overrides {
+        let (path, raw) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("override `{o}` is not of the form path.to.field=value"))?;
+        let new: serde_json::Value =
+            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+        let mut slot = &mut value;
+        for key in path.split('.') {
+            slot = slot
+                .get_mut(key)
+                .ok_or_else(|| anyhow::anyhow!("override `{o}`: the recipe has no field `{path}`"))?;
+        }
+        *slot = new;
+    }
+    serde_json::from_value(value).map_err(|e| anyhow::anyhow!("override rejected: {e}"))
+}
 
 /// Runs the experiment called `name`.
 pub fn run(name: &str, options: &Options) -> anyhow::Result<()> {
