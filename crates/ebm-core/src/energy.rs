@@ -22,15 +22,7 @@ pub trait Energy {
     /// The default wraps `x` in a fresh [`Var`] and runs autograd, so the graph never grows
     /// across calls; implementations with an analytic or hand-fused gradient override it.
     fn energy_and_grad(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let var = Var::from_tensor(&x.detach())?;
-        let energies = self.energy(var.as_tensor())?;
-        let grads = energies.sum_all()?.backward()?;
-        let grad = match grads.get(var.as_tensor()) {
-            Some(g) => g.clone(),
-            // The energy does not depend on x at all.
-            None => x.zeros_like()?,
-        };
-        Ok((energies.detach(), grad))
+        autograd_energy_and_grad(|x| self.energy(x), x)
     }
 
     /// The shape of one sample (without the batch dimension) when the energy only accepts one,
@@ -41,11 +33,33 @@ pub trait Energy {
     }
 }
 
+/// Energies of `x` under `energy` (detached) and the gradient of their sum with respect to `x`,
+/// by candle's autograd on a fresh [`Var`]: the default of [`Energy::energy_and_grad`].
+pub fn autograd_energy_and_grad<F>(energy: F, x: &Tensor) -> Result<(Tensor, Tensor)>
+where
+    F: FnOnce(&Tensor) -> Result<Tensor>,
+{
+    let var = Var::from_tensor(&x.detach())?;
+    let energies = energy(var.as_tensor())?;
+    let grads = energies.sum_all()?.backward()?;
+    let grad = match grads.get(var.as_tensor()) {
+        Some(g) => g.clone(),
+        // The energy does not depend on x at all.
+        None => x.zeros_like()?,
+    };
+    Ok((energies.detach(), grad))
+}
+
 /// An energy conditioned on one class label per sample, `E(x, y)`: a class-conditional model.
 /// Bind labels with [`LabelledEnergy::with_labels`] to get a plain [`Energy`] for a sampler.
 pub trait LabelledEnergy {
     /// Energies of a batch given integer labels of shape `[B]` (dtype u32), shape `[B]`.
     fn energy_given(&self, x: &Tensor, labels: &Tensor) -> Result<Tensor>;
+
+    /// Energies (detached) and their input gradient given labels; by default through autograd.
+    fn energy_and_grad_given(&self, x: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
+        autograd_energy_and_grad(|x| self.energy_given(x, labels), x)
+    }
 
     /// The number of classes the model was built for.
     fn num_classes(&self) -> usize;
@@ -76,6 +90,10 @@ pub struct WithLabels<'a, M> {
 impl<M: LabelledEnergy> Energy for WithLabels<'_, M> {
     fn energy(&self, x: &Tensor) -> Result<Tensor> {
         self.model.energy_given(x, &self.labels)
+    }
+
+    fn energy_and_grad(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        self.model.energy_and_grad_given(x, &self.labels)
     }
 
     fn sample_shape(&self) -> Option<Vec<usize>> {

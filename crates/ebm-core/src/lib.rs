@@ -21,6 +21,6 @@ mod error;
 pub mod noise;
 pub mod validate;
 
-pub use energy::{Energy, LabelledEnergy};
+pub use energy::{autograd_energy_and_grad, Energy, LabelledEnergy, WithLabels};
 pub use error::{Error, Result};
 pub use noise::{seeded_rng, Rng};

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::fused::{HostBlock, HostConv, HostIgebm};
 use crate::layers::{one_hot, Activation, ClassTable, Conv, Dense, Init, SpectralNorm};
 use crate::{Error, ParamStore, Result, Trainable};
 
@@ -173,6 +174,8 @@ pub struct Igebm {
     stem: Conv,
     blocks: Vec<ResBlock>,
     head: Dense,
+    /// The fused CPU path of a frozen f32 model on the CPU.
+    host: Option<std::sync::Arc<HostIgebm>>,
 }
 
 impl Igebm {
@@ -233,6 +236,7 @@ impl Igebm {
             stem,
             blocks,
             head,
+            host: None,
         })
     }
 
@@ -261,13 +265,104 @@ impl Igebm {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
+        let mut frozen = Self {
             config: self.config.clone(),
             params: ParamStore::new(),
             stem: self.stem.frozen()?,
             blocks,
             head: self.head.frozen()?,
+            host: None,
+        };
+        let w = frozen.stem.raw_weight();
+        if w.device().is_cpu() && w.dtype() == DType::F32 {
+            frozen.host = Some(std::sync::Arc::new(frozen.host_copy()?));
+        }
+        Ok(frozen)
+    }
+
+    fn host_copy(&self) -> Result<HostIgebm> {
+        let conv = |c: &Conv| HostConv::new(c.raw_weight(), c.raw_bias(), c.padding());
+        let table = |t: &ClassTable| -> Result<Vec<f32>> { Ok(t.raw().flatten_all()?.to_vec1::<f32>()?) };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| {
+                Ok(HostBlock {
+                    conv1: conv(&b.conv1)?,
+                    conv2: conv(&b.conv2)?,
+                    shortcut: b.shortcut.as_ref().map(conv).transpose()?,
+                    bias1: b.conditioning.as_ref().map(|c| table(&c.bias1)).transpose()?,
+                    bias2: b.conditioning.as_ref().map(|c| table(&c.bias2)).transpose()?,
+                    gain: b.conditioning.as_ref().map(|c| table(&c.gain)).transpose()?,
+                    downsample: b.downsample,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HostIgebm {
+            in_channels: self.config.in_channels,
+            size: self.config.image_size,
+            stem: conv(&self.stem)?,
+            blocks,
+            head_weight: self.head.raw_weight().flatten_all()?.to_vec1::<f32>()?,
+            head_bias: self.head.raw_bias().flatten_all()?.to_vec1::<f32>()?[0],
         })
+    }
+
+    /// Energies `[B]` (detached) and their gradient with respect to `x`, for a sampler. A frozen
+    /// f32 model on the CPU runs the fused CPU pass; otherwise candle's autograd.
+    pub fn energy_and_input_grad(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+    ) -> ebm_core::Result<(Tensor, Tensor)> {
+        match &self.host {
+            Some(host) if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                let batch = ebm_core::validate::check_batch_shape(
+                    x,
+                    &self.config.sample_shape(),
+                    "IGEBM input",
+                )?;
+                let labels = self.host_labels(batch, labels)?;
+                let values = x.flatten_all()?.to_vec1::<f32>()?;
+                let (e, g) = host.energy_and_grad(&values, labels.as_deref());
+                Ok((
+                    Tensor::from_vec(e, batch, x.device())?,
+                    Tensor::from_vec(g, x.shape(), x.device())?,
+                ))
+            }
+            _ => ebm_core::autograd_energy_and_grad(|x| self.forward(x, labels), x),
+        }
+    }
+
+    fn host_labels(&self, batch: usize, labels: Option<&Tensor>) -> ebm_core::Result<Option<Vec<usize>>> {
+        match (self.config.num_classes, labels) {
+            (Some(k), Some(l)) => {
+                if l.dims() != [batch] {
+                    return Err(ebm_core::Error::Shape {
+                        what: "IGEBM labels".into(),
+                        expected: format!("[{batch}] (one label per image)"),
+                        got: l.dims().to_vec(),
+                    });
+                }
+                let v = l.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+                if let Some(&bad) = v.iter().find(|&&y| y as usize >= k) {
+                    return Err(ebm_core::Error::invalid(
+                        "labels",
+                        format!("label {bad} is out of range for a model of {k} classes"),
+                    ));
+                }
+                Ok(Some(v.into_iter().map(|y| y as usize).collect()))
+            }
+            (Some(k), None) => Err(ebm_core::Error::invalid(
+                "labels",
+                format!("this IGEBM is conditional on {k} classes: give one label per image"),
+            )),
+            (None, Some(_)) => Err(ebm_core::Error::invalid(
+                "labels",
+                "this IGEBM is unconditional and takes no labels",
+            )),
+            (None, None) => Ok(None),
+        }
     }
 
     /// Energies `[B]` of images `x [B, C, H, W]`, given labels `[B]` (u32) when the model is
@@ -393,6 +488,10 @@ impl ebm_core::Energy for Igebm {
         self.forward(x, None)
     }
 
+    fn energy_and_grad(&self, x: &Tensor) -> ebm_core::Result<(Tensor, Tensor)> {
+        self.energy_and_input_grad(x, None)
+    }
+
     fn sample_shape(&self) -> Option<Vec<usize>> {
         Some(self.config.sample_shape())
     }
@@ -401,6 +500,10 @@ impl ebm_core::Energy for Igebm {
 impl ebm_core::LabelledEnergy for Igebm {
     fn energy_given(&self, x: &Tensor, labels: &Tensor) -> ebm_core::Result<Tensor> {
         self.forward(x, Some(labels))
+    }
+
+    fn energy_and_grad_given(&self, x: &Tensor, labels: &Tensor) -> ebm_core::Result<(Tensor, Tensor)> {
+        self.energy_and_input_grad(x, Some(labels))
     }
 
     fn num_classes(&self) -> usize {

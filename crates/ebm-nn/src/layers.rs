@@ -221,6 +221,16 @@ impl Conv {
     pub fn raw_weight(&self) -> &Tensor {
         &self.weight
     }
+
+    /// The bias.
+    pub(crate) fn raw_bias(&self) -> &Tensor {
+        self.bias.as_ref().expect("every Conv has a bias")
+    }
+
+    /// Zeros added on every side.
+    pub(crate) fn padding(&self) -> usize {
+        self.padding
+    }
 }
 
 /// A fully connected layer `x W^T + b` with optional spectral normalisation.
@@ -301,6 +311,11 @@ impl Dense {
     pub fn raw_weight(&self) -> &Tensor {
         &self.weight
     }
+
+    /// The bias.
+    pub(crate) fn raw_bias(&self) -> &Tensor {
+        &self.bias
+    }
 }
 
 /// A table of one vector per class, looked up by a one-hot product (whose gradient is plain
@@ -330,6 +345,11 @@ impl ClassTable {
         let rows = one_hot.matmul(&self.table)?;
         let (b, d) = rows.dims2()?;
         Ok(rows.reshape((b, d, 1, 1))?)
+    }
+
+    /// The table.
+    pub(crate) fn raw(&self) -> &Tensor {
+        &self.table
     }
 
     /// A copy detached from autograd.

@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 mod error;
+mod fused;
 mod igebm;
 mod layers;
 mod mlp;

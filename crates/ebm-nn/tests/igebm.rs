@@ -210,3 +210,40 @@ fn bad_input_is_a_clear_error() {
     let err = Igebm::new(&odd, &dev, &mut seeded_rng(1)).unwrap_err().to_string();
     assert!(err.contains("cannot be halved by block 3"), "{err}");
 }
+
+/// The fused CPU pass of a frozen model gives autograd's energies and input gradients to 1e-5.
+#[test]
+fn fused_cpu_path_equals_autograd() {
+    let dev = Device::Cpu;
+    for classes in [None, Some(4)] {
+        let cfg = IgebmConfig {
+            in_channels: 3,
+            image_size: 12,
+            stem_channels: 8,
+            blocks: vec![
+                BlockConfig { channels: 8, downsample: true },
+                BlockConfig { channels: 12, downsample: false },
+                BlockConfig { channels: 12, downsample: true },
+            ],
+            num_classes: classes,
+            spectral_norm: true,
+            activation: ebm_nn::Activation::Swish,
+        };
+        let mut rng = seeded_rng(21);
+        let mut model = Igebm::new(&cfg, &dev, &mut rng).unwrap();
+        model.update_spectral_norm().unwrap();
+        let frozen = model.frozen().unwrap();
+        let x = noise::uniform(&mut rng, (5, 3, 12, 12), 0.0, 1.0, DType::F32, &dev).unwrap();
+        let labels = classes.map(|_| Tensor::new(&[0u32, 3, 1, 2, 3], &dev).unwrap());
+        let (e_fast, g_fast) = frozen.energy_and_input_grad(&x, labels.as_ref()).unwrap();
+        let (e_ref, g_ref) =
+            ebm_core::autograd_energy_and_grad(|x| model.forward(x, labels.as_ref()), &x).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (what, a, b) in [("energy", flat(&e_fast), flat(&e_ref)), ("gradient", flat(&g_fast), flat(&g_ref))] {
+            let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            for (u, v) in a.iter().zip(&b) {
+                assert!((u - v).abs() <= 1e-5 * scale, "{classes:?} {what}: fused {u} vs autograd {v}");
+            }
+        }
+    }
+}

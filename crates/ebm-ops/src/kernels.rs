@@ -1,10 +1,11 @@
 //! CPU kernels behind the custom ops: im2col + `gemm` convolutions and element-wise loops,
-//! generic over f32 and f64. Tensors are NCHW and contiguous here; the ops make them so.
+//! generic over f32 and f64, on contiguous NCHW slices. Public so that fused network kernels
+//! (e.g. `ebm-nn`'s IGEBM input gradient) can run them image by image on scratch buffers.
 
 use rayon::prelude::*;
 
 /// The float types the CPU kernels support.
-pub(crate) trait Real:
+pub trait Real:
     Copy
     + Send
     + Sync
@@ -14,9 +15,13 @@ pub(crate) trait Real:
     + std::ops::Sub<Output = Self>
     + std::ops::AddAssign
 {
+    /// 0.
     const ZERO: Self;
+    /// 1.
     const ONE: Self;
+    /// `e^self`.
     fn exp(self) -> Self;
+    /// `1 / self`.
     fn recip(self) -> Self;
 }
 
@@ -44,21 +49,31 @@ impl Real for f64 {
 
 /// The geometry of a stride-1 convolution with the same zero padding on every side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ConvGeom {
+pub struct ConvGeom {
+    /// Images.
     pub batch: usize,
+    /// Input channels.
     pub in_channels: usize,
+    /// Input height.
     pub height: usize,
+    /// Input width.
     pub width: usize,
+    /// Output channels.
     pub out_channels: usize,
+    /// Kernel height.
     pub kernel_h: usize,
+    /// Kernel width.
     pub kernel_w: usize,
+    /// Zeros added on every side.
     pub padding: usize,
 }
 
 impl ConvGeom {
+    /// Output height.
     pub fn out_h(&self) -> usize {
         self.height + 2 * self.padding + 1 - self.kernel_h
     }
+    /// Output width.
     pub fn out_w(&self) -> usize {
         self.width + 2 * self.padding + 1 - self.kernel_w
     }
@@ -70,9 +85,11 @@ impl ConvGeom {
     pub fn col_cols(&self) -> usize {
         self.out_h() * self.out_w()
     }
+    /// Values in one input image.
     pub fn in_image_len(&self) -> usize {
         self.in_channels * self.height * self.width
     }
+    /// Values in one output image.
     pub fn out_image_len(&self) -> usize {
         self.out_channels * self.col_cols()
     }
@@ -184,49 +201,57 @@ fn batch_split(batch: usize) -> (usize, bool) {
     }
 }
 
-/// Forward convolution: `out [B, O, OH, OW] = x [B, C, H, W] ⋆ w [O, C, KH, KW] (+ bias [O])`.
-pub(crate) fn conv_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
+/// Convolves one image `x [C, H, W]` into `out [O, OH, OW]` (overwritten), using `col` as
+/// scratch (resized as needed). `parallel` lets the matrix product use the rayon pool.
+pub fn conv_image<T: Real>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    g: &ConvGeom,
+    col: &mut Vec<T>,
+    out: &mut [T],
+    parallel: bool,
+) {
     let (k, p) = (g.col_rows(), g.col_cols());
+    if let Some(bias) = bias {
+        for (row, &b) in out.chunks_mut(p).zip(bias) {
+            row.fill(b);
+        }
+    }
+    let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
+        x
+    } else {
+        if col.len() < k * p {
+            col.resize(k * p, T::ZERO);
+        }
+        im2col(x, g, &mut col[..k * p]);
+        &col[..k * p]
+    };
+    matmul(g.out_channels, p, k, out, bias.is_some(), w, rhs, p as isize, 1, parallel);
+}
+
+/// Forward convolution: `out [B, O, OH, OW] = x [B, C, H, W] ⋆ w [O, C, KH, KW] (+ bias [O])`.
+pub fn conv_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let mut out = vec![T::ZERO; g.batch * g.out_image_len()];
     let (per_task, parallel_gemm) = batch_split(g.batch);
     out.par_chunks_mut(per_task * g.out_image_len())
         .zip(x.par_chunks(per_task * g.in_image_len()))
         .for_each(|(out_chunk, x_chunk)| {
-            let mut col = vec![T::ZERO; k * p];
+            let mut col = Vec::new();
             for (out_img, x_img) in out_chunk
                 .chunks_mut(g.out_image_len())
                 .zip(x_chunk.chunks(g.in_image_len()))
             {
-                if let Some(bias) = bias {
-                    for (row, &b) in out_img.chunks_mut(p).zip(bias) {
-                        row.fill(b);
-                    }
-                }
-                let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
-                    x_img
-                } else {
-                    im2col(x_img, g, &mut col);
-                    &col
-                };
-                matmul(
-                    g.out_channels,
-                    p,
-                    k,
-                    out_img,
-                    bias.is_some(),
-                    w,
-                    rhs,
-                    p as isize,
-                    1,
-                    parallel_gemm,
-                );
+                conv_image(x_img, w, bias, g, &mut col, out_img, parallel_gemm);
             }
         });
     out
 }
 
 /// The kernel `w [O, C, KH, KW]` flipped in space with its channels swapped: `[C, O, KH, KW]`.
-pub(crate) fn flip_kernel<T: Real>(w: &[T], g: &ConvGeom) -> Vec<T> {
+/// Convolving an output gradient with it (geometry [`ConvGeom::input_grad`]) gives the input
+/// gradient.
+pub fn flip_kernel<T: Real>(w: &[T], g: &ConvGeom) -> Vec<T> {
     let (o, c, kh, kw) = (g.out_channels, g.in_channels, g.kernel_h, g.kernel_w);
     let mut flipped = vec![T::ZERO; w.len()];
     for oi in 0..o {
@@ -242,13 +267,13 @@ pub(crate) fn flip_kernel<T: Real>(w: &[T], g: &ConvGeom) -> Vec<T> {
     flipped
 }
 
-/// Gradient of the loss with respect to the input, given the output gradient `gy`.
-pub(crate) fn conv_input_grad<T: Real>(gy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
+/// Gradient with respect to the input, given the output gradient `gy`.
+pub fn conv_input_grad<T: Real>(gy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
     conv_forward(gy, &flip_kernel(w, g), None, &g.input_grad())
 }
 
 /// Gradient with respect to the kernel: `dw [O, C*KH*KW] = sum_b gy_b [O, P] · col_b^T`.
-pub(crate) fn conv_kernel_grad<T: Real>(x: &[T], gy: &[T], g: &ConvGeom) -> Vec<T> {
+pub fn conv_kernel_grad<T: Real>(x: &[T], gy: &[T], g: &ConvGeom) -> Vec<T> {
     let (k, p, o) = (g.col_rows(), g.col_cols(), g.out_channels);
     let (per_task, parallel_gemm) = batch_split(g.batch);
     let partials: Vec<Vec<T>> = x
@@ -283,7 +308,7 @@ pub(crate) fn conv_kernel_grad<T: Real>(x: &[T], gy: &[T], g: &ConvGeom) -> Vec<
 }
 
 /// Gradient with respect to the bias: the output gradient summed over batch and pixels.
-pub(crate) fn conv_bias_grad<T: Real>(gy: &[T], g: &ConvGeom) -> Vec<T> {
+pub fn conv_bias_grad<T: Real>(gy: &[T], g: &ConvGeom) -> Vec<T> {
     let p = g.col_cols();
     let mut db = vec![T::ZERO; g.out_channels];
     for img in gy.chunks(g.out_image_len()) {
@@ -301,7 +326,7 @@ pub(crate) fn conv_bias_grad<T: Real>(gy: &[T], g: &ConvGeom) -> Vec<T> {
 const PAR_CHUNK: usize = 1 << 14;
 
 /// `y = x * sigmoid(x)`.
-pub(crate) fn swish_forward<T: Real>(x: &[T]) -> Vec<T> {
+pub fn swish_forward<T: Real>(x: &[T]) -> Vec<T> {
     let mut y = vec![T::ZERO; x.len()];
     y.par_chunks_mut(PAR_CHUNK)
         .zip(x.par_chunks(PAR_CHUNK))
@@ -314,7 +339,7 @@ pub(crate) fn swish_forward<T: Real>(x: &[T]) -> Vec<T> {
 }
 
 /// `dx = gy * d swish / dx = gy * s * (1 + x (1 - s))`, `s = sigmoid(x)`.
-pub(crate) fn swish_backward<T: Real>(x: &[T], gy: &[T]) -> Vec<T> {
+pub fn swish_backward<T: Real>(x: &[T], gy: &[T]) -> Vec<T> {
     let mut dx = vec![T::ZERO; x.len()];
     dx.par_chunks_mut(PAR_CHUNK)
         .zip(x.par_chunks(PAR_CHUNK).zip(gy.par_chunks(PAR_CHUNK)))

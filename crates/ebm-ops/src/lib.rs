@@ -21,7 +21,7 @@
 
 mod conv;
 pub mod gradcheck;
-mod kernels;
+pub mod kernels;
 mod pool;
 mod swish;
 

@@ -16,6 +16,11 @@ pub trait EnergyModel: Trainable + Sized {
     fn energies(&self, x: &Tensor, labels: Option<&Tensor>) -> ebm_core::Result<Tensor>;
     /// A detached copy for sampling (weights normalised once, no parameter gradients).
     fn frozen(&self) -> ebm_nn::Result<Self>;
+    /// Energies (detached) and their input gradient: what a sampler needs. By default through
+    /// autograd; models with a fused path override it.
+    fn energies_and_grad(&self, x: &Tensor, labels: Option<&Tensor>) -> ebm_core::Result<(Tensor, Tensor)> {
+        ebm_core::autograd_energy_and_grad(|x| self.energies(x, labels), x)
+    }
 }
 
 impl EnergyModel for Igebm {
@@ -30,6 +35,9 @@ impl EnergyModel for Igebm {
     }
     fn frozen(&self) -> ebm_nn::Result<Self> {
         Igebm::frozen(self)
+    }
+    fn energies_and_grad(&self, x: &Tensor, labels: Option<&Tensor>) -> ebm_core::Result<(Tensor, Tensor)> {
+        self.energy_and_input_grad(x, labels)
     }
 }
 
@@ -70,6 +78,9 @@ impl<'a, M: EnergyModel> Conditioned<'a, M> {
 impl<M: EnergyModel> Energy for Conditioned<'_, M> {
     fn energy(&self, x: &Tensor) -> ebm_core::Result<Tensor> {
         self.model.energies(x, self.labels.as_ref())
+    }
+    fn energy_and_grad(&self, x: &Tensor) -> ebm_core::Result<(Tensor, Tensor)> {
+        self.model.energies_and_grad(x, self.labels.as_ref())
     }
     fn sample_shape(&self) -> Option<Vec<usize>> {
         Some(self.model.sample_shape())
