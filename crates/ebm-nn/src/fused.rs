@@ -5,6 +5,7 @@
 
 use candle_core::Tensor;
 use ebm_ops::kernels::{conv_image, flip_kernel, ConvGeom};
+use ebm_ops::simd;
 use rayon::prelude::*;
 
 use crate::Result;
@@ -87,21 +88,6 @@ pub(crate) struct HostIgebm {
     pub head_bias: f32,
 }
 
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-#[inline]
-fn swish(x: f32) -> f32 {
-    x * sigmoid(x)
-}
-
-#[inline]
-fn swish_grad(x: f32) -> f32 {
-    let s = sigmoid(x);
-    s * (1.0 + x * (1.0 - s))
-}
 
 /// Per-thread buffers, reused across the images of a task.
 #[derive(Default)]
@@ -174,9 +160,7 @@ impl HostIgebm {
                     (Some(t), Some(y)) => t[y * cin + c],
                     _ => 0.0,
                 };
-                for (a, &v) in act[c * p..(c + 1) * p].iter_mut().zip(&input[c * p..(c + 1) * p]) {
-                    *a = swish(v) + b1;
-                }
+                simd::swish_add(&input[c * p..(c + 1) * p], b1, &mut act[c * p..(c + 1) * p]);
             }
             let r1 = resize(&mut s.pre1[i], cout * p);
             blk.conv1.forward(act, h, w, &mut s.col, r1);
@@ -186,9 +170,7 @@ impl HostIgebm {
                     (Some(t), Some(y)) => t[y * cout + c],
                     _ => 0.0,
                 };
-                for (a, &v) in act2[c * p..(c + 1) * p].iter_mut().zip(&r1[c * p..(c + 1) * p]) {
-                    *a = swish(v) + b2;
-                }
+                simd::swish_add(&r1[c * p..(c + 1) * p], b2, &mut act2[c * p..(c + 1) * p]);
             }
             let r2 = resize(&mut s.grad, cout * p);
             blk.conv2.forward(act2, h, w, &mut s.col, r2);
@@ -229,17 +211,14 @@ impl HostIgebm {
         let last = &s.inputs[nb][..c_last * p];
         let mut energy = self.head_bias;
         for c in 0..c_last {
-            let sum: f32 = last[c * p..(c + 1) * p].iter().map(|&v| swish(v)).sum();
+            let sum = simd::swish_sum(&last[c * p..(c + 1) * p]);
             energy += self.head_weight[c] * sum;
         }
 
         // Backward, input gradient only. `grad` holds dE/d(block output, after pooling).
         let g = resize(&mut s.grad, c_last * p);
         for c in 0..c_last {
-            let wc = self.head_weight[c];
-            for (gv, &v) in g[c * p..(c + 1) * p].iter_mut().zip(&last[c * p..(c + 1) * p]) {
-                *gv = wc * swish_grad(v);
-            }
+            simd::scaled_swish_grad(&last[c * p..(c + 1) * p], self.head_weight[c], &mut g[c * p..(c + 1) * p]);
         }
         for (i, blk) in self.blocks.iter().enumerate().rev() {
             let (bh, bw) = sizes[i];
@@ -271,12 +250,12 @@ impl HostIgebm {
             let g_a2 = resize(&mut s.tmp, cout * bp);
             blk.conv2.input_grad(g_r2, bh, bw, &mut s.col, g_a2);
             let r1 = &s.pre1[i][..cout * bp];
-            g_a2.iter_mut().zip(r1).for_each(|(gv, &v)| *gv *= swish_grad(v));
+            simd::mul_swish_grad(g_a2, r1);
             // g_a = conv1^T(g_r1)
             let g_a = resize(&mut s.grad3, cin * bp);
             blk.conv1.input_grad(g_a2, bh, bw, &mut s.col, g_a);
             let input = &s.inputs[i][..cin * bp];
-            g_a.iter_mut().zip(input).for_each(|(gv, &v)| *gv *= swish_grad(v));
+            simd::mul_swish_grad(g_a, input);
             // + the skip path
             match &blk.shortcut {
                 Some(sc) => {

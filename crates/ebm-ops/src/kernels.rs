@@ -117,6 +117,10 @@ fn im2col<T: Real>(image: &[T], g: &ConvGeom, col: &mut [T]) {
     for c in 0..g.in_channels {
         let plane = &image[c * g.height * g.width..(c + 1) * g.height * g.width];
         for i in 0..g.kernel_h {
+            // Output rows whose input row lies inside the image.
+            let row_shift = i as isize - pad;
+            let y_lo = (-row_shift).clamp(0, oh as isize) as usize;
+            let y_hi = (g.height as isize - row_shift).clamp(y_lo as isize, oh as isize) as usize;
             for j in 0..g.kernel_w {
                 let row = ((c * g.kernel_h + i) * g.kernel_w + j) * p;
                 let dst_rows = &mut col[row..row + p];
@@ -124,14 +128,29 @@ fn im2col<T: Real>(image: &[T], g: &ConvGeom, col: &mut [T]) {
                 let shift = j as isize - pad;
                 let lo = (-shift).clamp(0, ow as isize) as usize;
                 let hi = (g.width as isize - shift).clamp(lo as isize, ow as isize) as usize;
-                for y in 0..oh {
-                    let dst = &mut dst_rows[y * ow..(y + 1) * ow];
-                    let iy = y as isize + i as isize - pad;
-                    if iy < 0 || iy >= g.height as isize {
-                        dst.fill(T::ZERO);
-                        continue;
+                dst_rows[..y_lo * ow].fill(T::ZERO);
+                dst_rows[y_hi * ow..].fill(T::ZERO);
+                if y_lo >= y_hi {
+                    continue;
+                }
+                if ow == g.width && hi > lo {
+                    // "Same" convolution: the valid block is one contiguous run of the input
+                    // shifted by `shift`; copy it at once, then zero the columns that wrapped
+                    // around from the neighbouring rows.
+                    let start = y_lo * ow + lo;
+                    let end = (y_hi - 1) * ow + hi;
+                    let src0 = ((y_lo as isize + row_shift) as usize * g.width) as isize + lo as isize + shift;
+                    dst_rows[start..end].copy_from_slice(&plane[src0 as usize..src0 as usize + (end - start)]);
+                    for y in y_lo..y_hi {
+                        dst_rows[y * ow..y * ow + lo].fill(T::ZERO);
+                        dst_rows[y * ow + hi..(y + 1) * ow].fill(T::ZERO);
                     }
-                    let src = &plane[iy as usize * g.width..(iy as usize + 1) * g.width];
+                    continue;
+                }
+                for y in y_lo..y_hi {
+                    let dst = &mut dst_rows[y * ow..(y + 1) * ow];
+                    let iy = (y as isize + row_shift) as usize;
+                    let src = &plane[iy * g.width..(iy + 1) * g.width];
                     dst[..lo].fill(T::ZERO);
                     let s0 = (lo as isize + shift) as usize;
                     dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);

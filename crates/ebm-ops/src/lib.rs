@@ -23,6 +23,7 @@ mod conv;
 pub mod gradcheck;
 pub mod kernels;
 mod pool;
+pub mod simd;
 mod swish;
 
 pub use conv::conv2d;
