@@ -4,7 +4,8 @@
 //! CPU in f32; the tests check it against candle's autograd to 1e-5.
 
 use candle_core::Tensor;
-use ebm_ops::kernels::{conv_image, flip_kernel, ConvGeom};
+use ebm_ops::kernels::{conv_image, flip_kernel, ConvGeom, Real};
+use ebm_ops::packed_gemm::PackedWeights;
 use ebm_ops::simd;
 use rayon::prelude::*;
 
@@ -15,6 +16,8 @@ use crate::Result;
 pub(crate) struct HostConv {
     weight: Vec<f32>,
     flipped: Vec<f32>,
+    packed: Option<PackedWeights>,
+    packed_flipped: Option<PackedWeights>,
     bias: Vec<f32>,
     in_channels: usize,
     out_channels: usize,
@@ -27,8 +30,12 @@ impl HostConv {
         let (out_channels, in_channels, kernel, _) = weight.dims4()?;
         let w = weight.flatten_all()?.to_vec1::<f32>()?;
         let g = Self::geom_of(in_channels, out_channels, kernel, padding, 1, 1);
+        let flipped = flip_kernel(&w, &g);
+        let depth = in_channels * kernel * kernel;
         Ok(Self {
-            flipped: flip_kernel(&w, &g),
+            packed: f32::pack(&w, out_channels, depth),
+            packed_flipped: f32::pack(&flipped, in_channels, out_channels * kernel * kernel),
+            flipped,
             weight: w,
             bias: bias.to_vec1::<f32>()?,
             in_channels,
@@ -56,12 +63,13 @@ impl HostConv {
     }
 
     fn forward(&self, x: &[f32], h: usize, w: usize, col: &mut Vec<f32>, out: &mut [f32]) {
-        conv_image(x, &self.weight, Some(&self.bias), &self.geom(h, w), col, out, false);
+        let g = self.geom(h, w);
+        conv_image(x, &self.weight, self.packed.as_ref(), Some(&self.bias), &g, col, out, false);
     }
 
     fn input_grad(&self, gy: &[f32], h: usize, w: usize, col: &mut Vec<f32>, out: &mut [f32]) {
         let g = self.geom(h, w).input_grad();
-        conv_image(gy, &self.flipped, None, &g, col, out, false);
+        conv_image(gy, &self.flipped, self.packed_flipped.as_ref(), None, &g, col, out, false);
     }
 }
 

@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::packed_gemm::PackedWeights;
+
 /// The float types the CPU kernels support.
 pub trait Real:
     Copy
@@ -23,6 +25,20 @@ pub trait Real:
     fn exp(self) -> Self;
     /// `1 / self`.
     fn recip(self) -> Self;
+    /// Packs a kernel `[O, K]` for [`crate::packed_gemm`] when this type and CPU can use it.
+    fn pack(_w: &[Self], _rows: usize, _depth: usize) -> Option<PackedWeights> {
+        None
+    }
+    /// `out = bias + W · col` with the packed AVX-512 kernel; false when it cannot run.
+    fn packed_gemm(
+        _w: &PackedWeights,
+        _col: &[Self],
+        _p: usize,
+        _bias: Option<&[Self]>,
+        _out: &mut [Self],
+    ) -> bool {
+        false
+    }
 }
 
 impl Real for f32 {
@@ -33,6 +49,12 @@ impl Real for f32 {
     }
     fn recip(self) -> Self {
         1.0 / self
+    }
+    fn pack(w: &[f32], rows: usize, depth: usize) -> Option<PackedWeights> {
+        crate::packed_gemm::available().then(|| PackedWeights::new(w, rows, depth))
+    }
+    fn packed_gemm(w: &PackedWeights, col: &[f32], p: usize, bias: Option<&[f32]>, out: &mut [f32]) -> bool {
+        crate::packed_gemm::conv_gemm(w, col, p, bias, out)
     }
 }
 
@@ -221,10 +243,13 @@ fn batch_split(batch: usize) -> (usize, bool) {
 }
 
 /// Convolves one image `x [C, H, W]` into `out [O, OH, OW]` (overwritten), using `col` as
-/// scratch (resized as needed). `parallel` lets the matrix product use the rayon pool.
+/// scratch (resized as needed). `packed` is `w` packed by [`Real::pack`], when available, for
+/// the AVX-512 kernel; `parallel` lets the `gemm` crate's product use the rayon pool.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_image<T: Real>(
     x: &[T],
     w: &[T],
+    packed: Option<&PackedWeights>,
     bias: Option<&[T]>,
     g: &ConvGeom,
     col: &mut Vec<T>,
@@ -232,11 +257,6 @@ pub fn conv_image<T: Real>(
     parallel: bool,
 ) {
     let (k, p) = (g.col_rows(), g.col_cols());
-    if let Some(bias) = bias {
-        for (row, &b) in out.chunks_mut(p).zip(bias) {
-            row.fill(b);
-        }
-    }
     let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
         x
     } else {
@@ -246,6 +266,16 @@ pub fn conv_image<T: Real>(
         im2col(x, g, &mut col[..k * p]);
         &col[..k * p]
     };
+    if let Some(pw) = packed {
+        if T::packed_gemm(pw, rhs, p, bias, out) {
+            return;
+        }
+    }
+    if let Some(bias) = bias {
+        for (row, &b) in out.chunks_mut(p).zip(bias) {
+            row.fill(b);
+        }
+    }
     matmul(g.out_channels, p, k, out, bias.is_some(), w, rhs, p as isize, 1, parallel);
 }
 
@@ -253,6 +283,7 @@ pub fn conv_image<T: Real>(
 pub fn conv_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom) -> Vec<T> {
     let mut out = vec![T::ZERO; g.batch * g.out_image_len()];
     let (per_task, parallel_gemm) = batch_split(g.batch);
+    let packed = T::pack(w, g.out_channels, g.col_rows());
     out.par_chunks_mut(per_task * g.out_image_len())
         .zip(x.par_chunks(per_task * g.in_image_len()))
         .for_each(|(out_chunk, x_chunk)| {
@@ -261,7 +292,7 @@ pub fn conv_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom)
                 .chunks_mut(g.out_image_len())
                 .zip(x_chunk.chunks(g.in_image_len()))
             {
-                conv_image(x_img, w, bias, g, &mut col, out_img, parallel_gemm);
+                conv_image(x_img, w, packed.as_ref(), bias, g, &mut col, out_img, parallel_gemm);
             }
         });
     out

@@ -22,6 +22,7 @@
 mod conv;
 pub mod gradcheck;
 pub mod kernels;
+pub mod packed_gemm;
 mod pool;
 pub mod simd;
 mod swish;

@@ -1,0 +1,165 @@
+//! An AVX-512 matrix product for convolutions, `out [O, P] = bias + W [O, K] · col [K, P]`, with
+//! `W` packed once into panels of 8 rows (so that a frozen network packs its weights a single
+//! time). Register tile: 8 rows of `W` by 48 columns of `col` (24 accumulators), masked at the
+//! right edge. The `gemm` crate's stable build has no AVX-512 kernels; this one is used where the
+//! CPU has AVX-512F and f32 data, and the `gemm` crate everywhere else.
+
+/// Rows of `W` per panel.
+const MR: usize = 8;
+/// Columns of `col` per tile (three 16-lane vectors).
+const NR: usize = 48;
+
+/// `W [O, K]` repacked as panels of [`MR`] rows stored column by column (zero-padded rows).
+#[derive(Debug, Clone)]
+pub struct PackedWeights {
+    rows: usize,
+    depth: usize,
+    data: Vec<f32>,
+}
+
+impl PackedWeights {
+    /// Packs a row-major `w [rows, depth]`.
+    pub fn new(w: &[f32], rows: usize, depth: usize) -> Self {
+        assert_eq!(w.len(), rows * depth, "PackedWeights: w must be rows x depth");
+        let panels = rows.div_ceil(MR);
+        let mut data = vec![0f32; panels * depth * MR];
+        for panel in 0..panels {
+            for k in 0..depth {
+                for r in 0..MR {
+                    let row = panel * MR + r;
+                    if row < rows {
+                        data[(panel * depth + k) * MR + r] = w[row * depth + k];
+                    }
+                }
+            }
+        }
+        Self { rows, depth, data }
+    }
+
+    /// Rows `O`.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Depth `K`.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+}
+
+/// True when this CPU runs the AVX-512 kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out [O, P] = bias + W · col [K, P]` (`bias` broadcast along rows, zero when absent).
+/// Returns false, touching nothing, when the CPU lacks AVX-512.
+pub fn conv_gemm(w: &PackedWeights, col: &[f32], p: usize, bias: Option<&[f32]>, out: &mut [f32]) -> bool {
+    assert!(col.len() >= w.depth * p && out.len() >= w.rows * p, "conv_gemm: slices too short");
+    if let Some(b) = bias {
+        assert!(b.len() >= w.rows, "conv_gemm: bias too short");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: the CPU has AVX-512F (checked above) and the slices cover every index the
+        // kernel touches (asserted above: K x P of col, O x P of out, O of bias).
+        unsafe { kernel(w, col, p, bias, out) };
+        return true;
+    }
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel(w: &PackedWeights, col: &[f32], p: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+    // SAFETY: see conv_gemm; every pointer offset stays inside the asserted lengths.
+    unsafe {
+        use std::arch::x86_64::*;
+        let (rows, depth) = (w.rows, w.depth);
+        let panels = rows.div_ceil(MR);
+        let col = col.as_ptr();
+        let out = out.as_mut_ptr();
+        let mut j = 0;
+        while j < p {
+            let width = (p - j).min(NR);
+            let mask = |offset: usize| -> __mmask16 {
+                let n = width.saturating_sub(offset).min(16);
+                ((1u32 << n) - 1) as __mmask16
+            };
+            let (m0, m1, m2) = (mask(0), mask(16), mask(32));
+            for panel in 0..panels {
+                let wp = w.data.as_ptr().add(panel * depth * MR);
+                let mut acc = [[_mm512_setzero_ps(); 3]; MR];
+                if let Some(b) = bias {
+                    for r in 0..MR {
+                        let row = panel * MR + r;
+                        if row < rows {
+                            let v = _mm512_set1_ps(*b.get_unchecked(row));
+                            acc[r] = [v, v, v];
+                        }
+                    }
+                }
+                for k in 0..depth {
+                    let c = col.add(k * p + j);
+                    let v0 = _mm512_maskz_loadu_ps(m0, c);
+                    let v1 = _mm512_maskz_loadu_ps(m1, c.add(16));
+                    let v2 = _mm512_maskz_loadu_ps(m2, c.add(32));
+                    let wk = wp.add(k * MR);
+                    for r in 0..MR {
+                        let s = _mm512_set1_ps(*wk.add(r));
+                        acc[r][0] = _mm512_fmadd_ps(s, v0, acc[r][0]);
+                        acc[r][1] = _mm512_fmadd_ps(s, v1, acc[r][1]);
+                        acc[r][2] = _mm512_fmadd_ps(s, v2, acc[r][2]);
+                    }
+                }
+                for r in 0..MR {
+                    let row = panel * MR + r;
+                    if row < rows {
+                        let o = out.add(row * p + j);
+                        _mm512_mask_storeu_ps(o, m0, acc[r][0]);
+                        _mm512_mask_storeu_ps(o.add(16), m1, acc[r][1]);
+                        _mm512_mask_storeu_ps(o.add(32), m2, acc[r][2]);
+                    }
+                }
+            }
+            j += NR;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_kernel_equals_naive_product() {
+        if !available() {
+            eprintln!("skipping: no AVX-512 on this CPU");
+            return;
+        }
+        for (o, k, p) in [(8, 9, 48), (3, 20, 50), (17, 33, 100), (64, 576, 196), (1, 5, 7)] {
+            let w: Vec<f32> = (0..o * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let col: Vec<f32> = (0..k * p).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let bias: Vec<f32> = (0..o).map(|i| i as f32 * 0.1).collect();
+            let mut out = vec![f32::NAN; o * p];
+            assert!(conv_gemm(&PackedWeights::new(&w, o, k), &col, p, Some(&bias), &mut out));
+            for r in 0..o {
+                for c in 0..p {
+                    let expect: f64 = bias[r] as f64
+                        + (0..k).map(|i| w[r * k + i] as f64 * col[i * p + c] as f64).sum::<f64>();
+                    let got = out[r * p + c] as f64;
+                    assert!((got - expect).abs() < 1e-4 * (1.0 + expect.abs()), "({o},{k},{p}) [{r},{c}]: {got} vs {expect}");
+                }
+            }
+        }
+    }
+}
