@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use ebm_data::catalog::RemoteFile;
 use ebm_data::{catalog, resolve, DataSet};
 
 /// How to get a data set without the network, for error messages.
@@ -36,12 +37,20 @@ pub fn download(set: DataSet, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
             offline_help(set)
         );
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    download_files(set, set.remote_files(), &dir)?;
+    catalog::verify(set, &dir)?;
+    Ok(dir)
+}
+
+/// Fetches `files` into `dir`, checking each SHA-256 and unpacking `.tar.gz` archives; errors
+/// say how to use a local copy of `set` instead.
+pub fn download_files(set: DataSet, files: &[RemoteFile], dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let agent = ureq::AgentBuilder::new()
         .timeout_connect(Duration::from_secs(10))
         .timeout_read(Duration::from_secs(60))
         .build();
-    for file in set.remote_files() {
+    for file in files {
         let target = dir.join(file.name);
         if target.is_file() && catalog::sha256_file(&target)? == file.sha256 {
             eprintln!("{}: already present, SHA-256 verified", target.display());
@@ -71,11 +80,10 @@ pub fn download(set: DataSet, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
         std::fs::rename(&partial, &target)?;
         eprintln!("{}: SHA-256 verified", target.display());
         if file.name.ends_with(".tar.gz") {
-            unpack(&target, &dir)?;
+            unpack(&target, dir)?;
         }
     }
-    catalog::verify(set, &dir)?;
-    Ok(dir)
+    Ok(())
 }
 
 fn unpack(archive: &Path, into: &Path) -> anyhow::Result<()> {

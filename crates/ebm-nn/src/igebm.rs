@@ -6,11 +6,14 @@
 //!                   r = conv3x3(a);  r = conv3x3(swish(r) [+ bias2[y]]) [* gain[y]]
 //!                   h = shortcut(h) + r        (shortcut: 1x1 conv when widths differ)
 //!                   h = avg_pool2x2(h)         (blocks marked `downsample`)
-//! E(x) = linear(C -> 1)(sum over H, W of swish(h))
+//! E(x) = linear(C -> 1)(sum over H, W of swish(h))          unconditional
+//! E(x, y) = linear(C -> K)(sum over H, W of swish(h))[y]    conditional on K classes
 //! ```
 //! The per-class bias before each convolution and gain after the second follow the reference
-//! implementation's conditional ResNet; every convolution and the head are spectrally
-//! normalised when `spectral_norm` is on.
+//! implementation's conditional ResNet; the conditional head has one output per class (its rows
+//! start random, so that classes separate within a few hundred steps, where per-class gains
+//! starting at 1 move by at most the learning rate per step). Every convolution and the head are
+//! spectrally normalised when `spectral_norm` is on.
 
 use std::collections::HashMap;
 
@@ -229,7 +232,7 @@ impl Igebm {
             });
             width = b.channels;
         }
-        let head = Dense::new(&mut init, "head", width, 1, sn)?;
+        let head = Dense::new(&mut init, "head", width, config.num_classes.unwrap_or(1), sn)?;
         Ok(Self {
             config: config.clone(),
             params,
@@ -280,8 +283,9 @@ impl Igebm {
         Ok(frozen)
     }
 
+    /// The network's effective (spectrally normalised) weights on the host, for the fused pass.
     fn host_copy(&self) -> Result<HostIgebm> {
-        let conv = |c: &Conv| HostConv::new(c.raw_weight(), c.raw_bias(), c.padding());
+        let conv = |c: &Conv| HostConv::new(&c.effective_weight()?.detach(), c.raw_bias(), c.padding());
         let table = |t: &ClassTable| -> Result<Vec<f32>> { Ok(t.raw().flatten_all()?.to_vec1::<f32>()?) };
         let blocks = self
             .blocks
@@ -303,8 +307,8 @@ impl Igebm {
             size: self.config.image_size,
             stem: conv(&self.stem)?,
             blocks,
-            head_weight: self.head.raw_weight().flatten_all()?.to_vec1::<f32>()?,
-            head_bias: self.head.raw_bias().flatten_all()?.to_vec1::<f32>()?[0],
+            head_weight: self.head.effective_weight()?.detach().flatten_all()?.to_vec1::<f32>()?,
+            head_bias: self.head.raw_bias().flatten_all()?.to_vec1::<f32>()?,
         })
     }
 
@@ -332,6 +336,55 @@ impl Igebm {
             }
             _ => ebm_core::autograd_energy_and_grad(|x| self.forward(x, labels), x),
         }
+    }
+
+    /// For a training step on the CPU in f32: energies `[B]` of `x` and the gradients, with
+    /// respect to every parameter, of `loss = sum_i l_i(E_i)`, where `dloss(i, E_i)` is
+    /// `dl_i / dE_i`. The network's part runs in the fused CPU pass; only the spectral
+    /// normalisation of the weights goes through autograd. `None` where the fused pass does not
+    /// apply (another device or dtype): use autograd instead.
+    pub fn fused_loss_grads(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+        dloss: &(dyn Fn(usize, f32) -> f32 + Sync),
+    ) -> Result<Option<(Tensor, candle_core::backprop::GradStore)>> {
+        if !(x.device().is_cpu() && x.dtype() == DType::F32 && self.stem.raw_weight().dtype() == DType::F32) {
+            return Ok(None);
+        }
+        let batch = ebm_core::validate::check_batch_shape(x, &self.config.sample_shape(), "IGEBM input")?;
+        let host_labels = self.host_labels(batch, labels)?;
+        let host = self.host_copy()?;
+        let values = x.flatten_all()?.to_vec1::<f32>()?;
+        let (energies, g) = host.energy_and_param_grads(&values, host_labels.as_deref(), dloss);
+        // sum(W_eff * G) over every parameter: its autograd gradient is G pulled back through
+        // the spectral normalisation (or G itself where there is none).
+        let dev = x.device();
+        let term = |t: &Tensor, grad: &[f32]| -> Result<Tensor> {
+            Ok((t * Tensor::from_slice(grad, t.shape(), dev)?)?.sum_all()?)
+        };
+        let conv = |c: &Conv, grad: &crate::fused::ConvGrad| -> Result<Tensor> {
+            Ok((term(&c.effective_weight()?, &grad.weight)? + term(c.raw_bias(), &grad.bias)?)?)
+        };
+        let mut total = conv(&self.stem, &g.stem)?;
+        for (b, bg) in self.blocks.iter().zip(&g.blocks) {
+            total = (total + conv(&b.conv1, &bg.conv1)?)?;
+            total = (total + conv(&b.conv2, &bg.conv2)?)?;
+            if let (Some(sc), Some(sg)) = (&b.shortcut, &bg.shortcut) {
+                total = (total + conv(sc, sg)?)?;
+            }
+            if let Some(c) = &b.conditioning {
+                for (table, grad) in [(&c.bias1, &bg.bias1), (&c.bias2, &bg.bias2), (&c.gain, &bg.gain)] {
+                    if let Some(grad) = grad {
+                        total = (total + term(table.raw(), grad)?)?;
+                    }
+                }
+            }
+        }
+        total = (total + term(&self.head.effective_weight()?, &g.head_weight)?)?;
+        total = (total + term(self.head.raw_bias(), &g.head_bias)?)?;
+        let grads = total.backward()?;
+        Ok(Some((Tensor::from_vec(energies, batch, dev)?, grads)))
     }
 
     fn host_labels(&self, batch: usize, labels: Option<&Tensor>) -> ebm_core::Result<Option<Vec<usize>>> {
@@ -425,7 +478,11 @@ impl Igebm {
             }
         }
         let features = act.apply(&h)?.sum((2, 3))?;
-        Ok(self.head.forward(&features)?.squeeze(1)?)
+        let out = self.head.forward(&features)?;
+        match one_hot {
+            Some(y) => Ok((out * y)?.sum(1)?),
+            None => Ok(out.squeeze(1)?),
+        }
     }
 
     fn spectral_layers(&mut self) -> Vec<(String, &Tensor, &mut SpectralNorm)> {

@@ -247,3 +247,49 @@ fn fused_cpu_path_equals_autograd() {
         }
     }
 }
+
+/// The fused training pass gives autograd's parameter gradients (through spectral norm) to 1e-5.
+#[test]
+fn fused_loss_gradients_equal_autograd() {
+    let dev = Device::Cpu;
+    for classes in [None, Some(3)] {
+        let cfg = IgebmConfig {
+            in_channels: 2,
+            image_size: 8,
+            stem_channels: 4,
+            blocks: vec![
+                BlockConfig { channels: 4, downsample: true },
+                BlockConfig { channels: 6, downsample: false },
+            ],
+            num_classes: classes,
+            spectral_norm: true,
+            activation: ebm_nn::Activation::Swish,
+        };
+        let mut rng = seeded_rng(31);
+        let mut model = Igebm::new(&cfg, &dev, &mut rng).unwrap();
+        model.update_spectral_norm().unwrap();
+        let x = noise::uniform(&mut rng, (6, 2, 8, 8), 0.0, 1.0, DType::F32, &dev).unwrap();
+        let labels = classes.map(|_| Tensor::new(&[0u32, 2, 1, 1, 0, 2], &dev).unwrap());
+        // loss = sum_i a_i E_i + 0.3 E_i^2, a_i = +1/3 for the first three, -1/3 for the rest.
+        let a = [1.0f32 / 3.0, 1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, -1.0 / 3.0, -1.0 / 3.0];
+        let dloss = |i: usize, e: f32| a[i] + 0.6 * e;
+        let (e_fast, g_fast) = model.fused_loss_grads(&x, labels.as_ref(), &dloss).unwrap().unwrap();
+        let e = model.forward(&x, labels.as_ref()).unwrap();
+        let a_t = Tensor::new(&a, &dev).unwrap();
+        let loss = ((&e * &a_t).unwrap().sum_all().unwrap() + (e.sqr().unwrap().sum_all().unwrap() * 0.3).unwrap()).unwrap();
+        let g_ref = loss.backward().unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let (ef, er) = (flat(&e_fast), flat(&e));
+        for (u, v) in ef.iter().zip(&er) {
+            assert!((u - v).abs() < 1e-5 * v.abs().max(1.0), "energy {u} vs {v}");
+        }
+        for (name, var) in model.params().iter() {
+            let want = flat(g_ref.get(var.as_tensor()).unwrap());
+            let got = flat(g_fast.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no fused gradient")));
+            let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            for (u, v) in got.iter().zip(&want) {
+                assert!((u - v).abs() <= 1e-5 * scale, "{classes:?} {name}: fused {u} vs autograd {v} (scale {scale})");
+            }
+        }
+    }
+}

@@ -322,28 +322,38 @@ pub fn conv_input_grad<T: Real>(gy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
     conv_forward(gy, &flip_kernel(w, g), None, &g.input_grad())
 }
 
+/// Adds one image's kernel gradient, `gy [O, P] · col(x)^T`, to `dw [O, C*KH*KW]`, using `col`
+/// as scratch.
+pub fn kernel_grad_image<T: Real>(x: &[T], gy: &[T], g: &ConvGeom, col: &mut Vec<T>, dw: &mut [T], parallel: bool) {
+    let (k, p, o) = (g.col_rows(), g.col_cols(), g.out_channels);
+    let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
+        x
+    } else {
+        if col.len() < k * p {
+            col.resize(k * p, T::ZERO);
+        }
+        im2col(x, g, &mut col[..k * p]);
+        &col[..k * p]
+    };
+    // rhs is col^T: row index p (stride 1), column index k (stride P).
+    matmul(o, k, p, dw, true, gy, rhs, 1, p as isize, parallel);
+}
+
 /// Gradient with respect to the kernel: `dw [O, C*KH*KW] = sum_b gy_b [O, P] · col_b^T`.
 pub fn conv_kernel_grad<T: Real>(x: &[T], gy: &[T], g: &ConvGeom) -> Vec<T> {
-    let (k, p, o) = (g.col_rows(), g.col_cols(), g.out_channels);
+    let (k, o) = (g.col_rows(), g.out_channels);
     let (per_task, parallel_gemm) = batch_split(g.batch);
     let partials: Vec<Vec<T>> = x
         .par_chunks(per_task * g.in_image_len())
         .zip(gy.par_chunks(per_task * g.out_image_len()))
         .map(|(x_chunk, gy_chunk)| {
-            let mut col = vec![T::ZERO; k * p];
+            let mut col = Vec::new();
             let mut dw = vec![T::ZERO; o * k];
             for (x_img, gy_img) in x_chunk
                 .chunks(g.in_image_len())
                 .zip(gy_chunk.chunks(g.out_image_len()))
             {
-                let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
-                    x_img
-                } else {
-                    im2col(x_img, g, &mut col);
-                    &col
-                };
-                // rhs is col^T: row index p (stride 1), column index k (stride P).
-                matmul(o, k, p, &mut dw, true, gy_img, rhs, 1, p as isize, parallel_gemm);
+                kernel_grad_image(x_img, gy_img, g, &mut col, &mut dw, parallel_gemm);
             }
             dw
         })

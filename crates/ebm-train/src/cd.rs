@@ -172,20 +172,35 @@ impl<M: EnergyModel> CdTrainer<M> {
             (Some(p), Some(n)) => Some(Tensor::cat(&[&p.to_dtype(DType::U32)?, n], 0)?),
             _ => None,
         };
-        let energies = self.model.energies(&x, all_labels.as_ref())?;
-        let e_pos = energies.narrow(0, 0, batch)?;
-        let e_neg = energies.narrow(0, batch, batch)?;
-        let ml = (e_pos.mean_all()? - e_neg.mean_all()?)?;
-        let reg = (e_pos.sqr()?.mean_all()? + e_neg.sqr()?.mean_all()?)?;
-        let loss = (ml + (reg * self.config.l2_coeff)?)?;
-        let scalar = |t: &Tensor| -> Result<f64> {
-            Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+        // dL/dE_i: (1 + 2 l2 E_i) / B for data, (-1 + 2 l2 E_i) / B for samples.
+        let l2 = self.config.l2_coeff as f32;
+        let inv_b = 1.0 / batch as f32;
+        let dloss = move |i: usize, e: f32| {
+            let sign = if i < batch { 1.0 } else { -1.0 };
+            (sign + 2.0 * l2 * e) * inv_b
         };
-        let loss_value = scalar(&loss)?;
+        let (energies, grads) = match self.model.fused_loss_grads(&x, all_labels.as_ref(), &dloss)? {
+            Some(fused) => fused,
+            None => {
+                let energies = self.model.energies(&x, all_labels.as_ref())?;
+                let e_pos = energies.narrow(0, 0, batch)?;
+                let e_neg = energies.narrow(0, batch, batch)?;
+                let ml = (e_pos.mean_all()? - e_neg.mean_all()?)?;
+                let reg = (e_pos.sqr()?.mean_all()? + e_neg.sqr()?.mean_all()?)?;
+                let loss = (ml + (reg * self.config.l2_coeff)?)?;
+                let grads = loss.backward()?;
+                (energies.detach(), grads)
+            }
+        };
+        let e = energies.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let (pos, neg) = e.split_at(batch);
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let mean_sq = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64;
+        let (energy_pos, energy_neg) = (mean(pos), mean(neg));
+        let loss_value = energy_pos - energy_neg + self.config.l2_coeff * (mean_sq(pos) + mean_sq(neg));
         if !loss_value.is_finite() {
             return Err(Error::Diverged { step, what: "the loss".into() });
         }
-        let grads = loss.backward()?;
         let grad_norm = self.adam.step(&grads)?;
         if !grad_norm.is_finite() {
             return Err(Error::Diverged { step, what: "the gradient norm".into() });
@@ -196,8 +211,8 @@ impl<M: EnergyModel> CdTrainer<M> {
         let log = StepLog {
             step,
             loss: loss_value,
-            energy_pos: scalar(&e_pos.mean_all()?)?,
-            energy_neg: scalar(&e_neg.mean_all()?)?,
+            energy_pos,
+            energy_neg,
             grad_norm,
             seconds_per_sampler_step: run.seconds_per_step,
             seconds: start.elapsed().as_secs_f64(),

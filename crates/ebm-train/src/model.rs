@@ -1,6 +1,7 @@
 //! [`EnergyModel`]: what the trainer needs of a network, and [`Conditioned`], which turns a
 //! model plus optional labels into a plain `Energy` for the sampler.
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use ebm_core::Energy;
 use ebm_nn::{Igebm, Mlp, Trainable};
@@ -21,6 +22,16 @@ pub trait EnergyModel: Trainable + Sized {
     fn energies_and_grad(&self, x: &Tensor, labels: Option<&Tensor>) -> ebm_core::Result<(Tensor, Tensor)> {
         ebm_core::autograd_energy_and_grad(|x| self.energies(x, labels), x)
     }
+    /// Energies `[B]` and the parameter gradients of `sum_i l_i(E_i)` (`dloss(i, E_i)` =
+    /// `dl_i/dE_i`) from a fused pass, or `None` to have the trainer use autograd.
+    fn fused_loss_grads(
+        &self,
+        _x: &Tensor,
+        _labels: Option<&Tensor>,
+        _dloss: &(dyn Fn(usize, f32) -> f32 + Sync),
+    ) -> ebm_nn::Result<Option<(Tensor, GradStore)>> {
+        Ok(None)
+    }
 }
 
 impl EnergyModel for Igebm {
@@ -38,6 +49,14 @@ impl EnergyModel for Igebm {
     }
     fn energies_and_grad(&self, x: &Tensor, labels: Option<&Tensor>) -> ebm_core::Result<(Tensor, Tensor)> {
         self.energy_and_input_grad(x, labels)
+    }
+    fn fused_loss_grads(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+        dloss: &(dyn Fn(usize, f32) -> f32 + Sync),
+    ) -> ebm_nn::Result<Option<(Tensor, GradStore)>> {
+        Igebm::fused_loss_grads(self, x, labels, dloss)
     }
 }
 
