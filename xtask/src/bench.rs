@@ -25,15 +25,31 @@ pub struct Workload {
 
 impl Workload {
     /// B 128, 3x32x32, width 64, 20 steps.
-    pub const CANONICAL: Workload = Workload { batch: 128, channels: 3, size: 32, width: 64, steps: 20 };
+    pub const CANONICAL: Workload = Workload {
+        batch: 128,
+        channels: 3,
+        size: 32,
+        width: 64,
+        steps: 20,
+    };
     /// B 64, 1x28x28, width 32, 20 steps.
-    pub const SMALL: Workload = Workload { batch: 64, channels: 1, size: 28, width: 32, steps: 20 };
+    pub const SMALL: Workload = Workload {
+        batch: 64,
+        channels: 1,
+        size: 28,
+        width: 32,
+        steps: 20,
+    };
 }
 
 /// Runs the workload and returns image-steps per second.
 pub fn langevin(w: Workload, device: &Device) -> anyhow::Result<f64> {
     let mut rng = seeded_rng(0);
-    let model = Igebm::new(&IgebmConfig::small(w.channels, w.size, w.width), device, &mut rng)?;
+    let model = Igebm::new(
+        &IgebmConfig::small(w.channels, w.size, w.width),
+        device,
+        &mut rng,
+    )?;
     let energy = model.frozen()?;
     let config = LangevinConfig {
         step_size: 10.0,
@@ -42,7 +58,14 @@ pub fn langevin(w: Workload, device: &Device) -> anyhow::Result<f64> {
         grad_clip: None,
         clamp: Some((0.0, 1.0)),
     };
-    let x0 = noise::uniform(&mut rng, (w.batch, w.channels, w.size, w.size), 0.0, 1.0, DType::F32, device)?;
+    let x0 = noise::uniform(
+        &mut rng,
+        (w.batch, w.channels, w.size, w.size),
+        0.0,
+        1.0,
+        DType::F32,
+        device,
+    )?;
     let warm = Langevin::new(config.clone())?.run(&energy, &x0, &mut rng)?;
     let timed = Langevin::new(config.with_steps(w.steps))?;
     device.synchronize()?;

@@ -29,7 +29,9 @@ fn offline_help(set: DataSet) -> String {
 
 /// Downloads `set` into `dir` (default: the download cache) and returns the folder.
 pub fn download(set: DataSet, dir: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let dir = dir.map(Path::to_path_buf).unwrap_or_else(|| resolve::download_dir(set));
+    let dir = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| resolve::download_dir(set));
     if set.remote_files().is_empty() {
         bail!(
             "{} has no official download address; it is provided locally (see datasets/README.md).\n{}",
@@ -65,9 +67,11 @@ pub fn download_files(set: DataSet, files: &[RemoteFile], dir: &Path) -> anyhow:
             )
         })?;
         let partial = target.with_extension("part");
-        let mut out = std::fs::File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        let mut out = std::fs::File::create(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
         let mut reader = response.into_reader().take(2 << 30);
-        std::io::copy(&mut reader, &mut out).with_context(|| format!("downloading {}", file.url))?;
+        std::io::copy(&mut reader, &mut out)
+            .with_context(|| format!("downloading {}", file.url))?;
         let actual = catalog::sha256_file(&partial)?;
         if actual != file.sha256 {
             std::fs::remove_file(&partial).ok();

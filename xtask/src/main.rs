@@ -103,8 +103,24 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
-        Task::Bench { which: BenchTask::Langevin { batch, steps, width, size, channels, device } } => {
-            let w = xtask::bench::Workload { batch, channels, size, width, steps };
+        Task::Bench {
+            which:
+                BenchTask::Langevin {
+                    batch,
+                    steps,
+                    width,
+                    size,
+                    channels,
+                    device,
+                },
+        } => {
+            let w = xtask::bench::Workload {
+                batch,
+                channels,
+                size,
+                width,
+                steps,
+            };
             let rate = xtask::bench::langevin(w, &xtask::device(&device)?)?;
             println!("image-steps/s: {rate:.1}");
         }
@@ -115,11 +131,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}: {}", set.name(), dir.display());
             }
         }
-        Task::Reproduce { experiment, quick: _, full, out, seed, device, data_dir, iterations, overrides } => {
+        Task::Reproduce {
+            experiment,
+            quick: _,
+            full,
+            out,
+            seed,
+            device,
+            data_dir,
+            iterations,
+            overrides,
+        } => {
             let mode = if full { Mode::Full } else { Mode::Quick };
             let names: Vec<String> = match experiment {
                 Some(e) => vec![e],
-                None => reproduce::EXPERIMENTS.iter().map(|s| s.to_string()).collect(),
+                None => reproduce::EXPERIMENTS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
             };
             for name in names {
                 let options = Options {

@@ -26,7 +26,10 @@ impl Report {
 
     /// Records a setting.
     pub fn setting(&mut self, name: impl Into<String>, value: impl serde::Serialize) {
-        self.config.insert(name.into(), serde_json::to_value(value).expect("settings serialise"));
+        self.config.insert(
+            name.into(),
+            serde_json::to_value(value).expect("settings serialise"),
+        );
     }
 
     /// Appends Markdown.
@@ -60,7 +63,11 @@ impl Report {
 
 /// A Markdown table from a header and rows.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut s = format!("| {} |\n|{}\n", header.join(" | "), header.iter().map(|_| " --- |").collect::<String>());
+    let mut s = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        header.iter().map(|_| " --- |").collect::<String>()
+    );
     for r in rows {
         s.push_str(&format!("| {} |\n", r.join(" | ")));
     }

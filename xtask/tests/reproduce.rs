@@ -60,29 +60,72 @@ fn quick_recipe_writes_the_whole_report() {
     let train = synthetic(40, [1, 28, 28], 1);
     let test = synthetic(20, [1, 28, 28], 2);
     let names = (0..10).map(|i| format!("class {i}")).collect();
-    let report = run_recipe(&recipe, &train, &test, names, &options(dir.path(), Mode::Quick)).unwrap();
+    let report = run_recipe(
+        &recipe,
+        &train,
+        &test,
+        names,
+        &options(dir.path(), Mode::Quick),
+    )
+    .unwrap();
 
     for name in ["unconditional", "conditional"] {
-        for file in ["samples_noise.png", "samples_buffer.png", "energies.png", "loss.png"] {
-            assert!(dir.path().join(format!("{name}_{file}")).is_file(), "{name}_{file} missing");
+        for file in [
+            "samples_noise.png",
+            "samples_buffer.png",
+            "energies.png",
+            "loss.png",
+        ] {
+            assert!(
+                dir.path().join(format!("{name}_{file}")).is_file(),
+                "{name}_{file} missing"
+            );
         }
-        let samples = candle_core::Tensor::read_npy(dir.path().join(format!("{name}_samples_noise.npy"))).unwrap();
+        let samples =
+            candle_core::Tensor::read_npy(dir.path().join(format!("{name}_samples_noise.npy")))
+                .unwrap();
         assert_eq!(samples.dims(), &[20, 1, 28, 28]);
         let values = samples.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)), "samples stay in the data range");
-        let model: Igebm = checkpoint::load(&dir.path().join(format!("checkpoints/{name}.safetensors")), &Device::Cpu).unwrap();
-        assert_eq!(model.config().num_classes, (name == "conditional").then_some(10));
-        for metric in ["loss", "energy_pos", "energy_neg", "energy_test", "energy_uniform_noise", "train_seconds"] {
+        assert!(
+            values.iter().all(|v| (0.0..=1.0).contains(v)),
+            "samples stay in the data range"
+        );
+        let model: Igebm = checkpoint::load(
+            &dir.path().join(format!("checkpoints/{name}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            model.config().num_classes,
+            (name == "conditional").then_some(10)
+        );
+        for metric in [
+            "loss",
+            "energy_pos",
+            "energy_neg",
+            "energy_test",
+            "energy_uniform_noise",
+            "train_seconds",
+        ] {
             let v = report.metrics[&format!("{name}_{metric}")];
             assert!(v.is_finite(), "{name}_{metric} = {v}");
         }
     }
-    let labels: Vec<u32> =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("conditional_samples_noise_labels.json")).unwrap()).unwrap();
-    assert_eq!(&labels[..4], &[0, 0, 1, 1], "two samples per class, one row per class");
+    let labels: Vec<u32> = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("conditional_samples_noise_labels.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        &labels[..4],
+        &[0, 0, 1, 1],
+        "two samples per class, one row per class"
+    );
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
-    assert!(json["unconditional_loss"].is_number() && json["config"]["recipe"]["model"].is_object());
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert!(
+        json["unconditional_loss"].is_number() && json["config"]["recipe"]["model"].is_object()
+    );
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("What differs from the paper"));
 }
@@ -93,29 +136,69 @@ fn quick_recipe_writes_the_whole_report() {
 fn full_recipe_builds_at_tiny_size_and_trains_one_iteration() {
     let dir = tempfile::tempdir().unwrap();
     let full = Recipe::full();
-    assert_eq!((full.batch_size, full.train.langevin.steps, full.train.langevin.step_size), (128, 60, 10.0));
-    assert_eq!((full.train.langevin.noise_scale, full.train.langevin.grad_clip), (0.005, Some(0.01)));
+    assert_eq!(
+        (
+            full.batch_size,
+            full.train.langevin.steps,
+            full.train.langevin.step_size
+        ),
+        (128, 60, 10.0)
+    );
+    assert_eq!(
+        (
+            full.train.langevin.noise_scale,
+            full.train.langevin.grad_clip
+        ),
+        (0.005, Some(0.01))
+    );
     let mut recipe = shrink(full, 8);
     recipe.iterations = 1;
     recipe.models = vec!["unconditional".into()];
     let train = synthetic(16, [3, 32, 32], 5);
     let test = synthetic(8, [3, 32, 32], 6);
     let names = (0..10).map(|i| i.to_string()).collect();
-    let report = run_recipe(&recipe, &train, &test, names, &options(dir.path(), Mode::Full)).unwrap();
+    let report = run_recipe(
+        &recipe,
+        &train,
+        &test,
+        names,
+        &options(dir.path(), Mode::Full),
+    )
+    .unwrap();
     assert!(report.metrics["unconditional_loss"].is_finite());
-    let model: Igebm = checkpoint::load(&dir.path().join("checkpoints/unconditional.safetensors"), &Device::Cpu).unwrap();
+    let model: Igebm = checkpoint::load(
+        &dir.path().join("checkpoints/unconditional.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(model.config().blocks.len(), 6);
 }
 
 #[test]
 fn overrides_change_fields_and_reject_unknown_ones() {
-    let r: Recipe = apply_overrides(&Recipe::quick(), &["train.adam.lr=0.001".into(), "models=[\"conditional\"]".into()]).unwrap();
-    assert_eq!((r.train.adam.lr, r.models.clone()), (0.001, vec!["conditional".to_string()]));
-    let err = apply_overrides(&Recipe::quick(), &["train.adam.learning_rate=1".into()]).unwrap_err().to_string();
+    let r: Recipe = apply_overrides(
+        &Recipe::quick(),
+        &[
+            "train.adam.lr=0.001".into(),
+            "models=[\"conditional\"]".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (r.train.adam.lr, r.models.clone()),
+        (0.001, vec!["conditional".to_string()])
+    );
+    let err = apply_overrides(&Recipe::quick(), &["train.adam.learning_rate=1".into()])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no field `train.adam.learning_rate`"), "{err}");
-    let err = apply_overrides(&Recipe::quick(), &["batch_size=big".into()]).unwrap_err().to_string();
+    let err = apply_overrides(&Recipe::quick(), &["batch_size=big".into()])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("override rejected"), "{err}");
-    let err = apply_overrides(&Recipe::quick(), &["batch_size".into()]).unwrap_err().to_string();
+    let err = apply_overrides(&Recipe::quick(), &["batch_size".into()])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("path.to.field=value"), "{err}");
 }
 
@@ -124,6 +207,17 @@ fn a_data_set_the_model_does_not_take_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let recipe = shrink(Recipe::quick(), 4);
     let wrong = synthetic(8, [3, 32, 32], 1);
-    let err = run_recipe(&recipe, &wrong, &wrong, vec![], &options(dir.path(), Mode::Quick)).unwrap_err().to_string();
-    assert!(err.contains("the data set's images are [3, 32, 32], the model takes [1, 28, 28]"), "{err}");
+    let err = run_recipe(
+        &recipe,
+        &wrong,
+        &wrong,
+        vec![],
+        &options(dir.path(), Mode::Quick),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("the data set's images are [3, 32, 32], the model takes [1, 28, 28]"),
+        "{err}"
+    );
 }

@@ -118,7 +118,11 @@ impl GaussianMixture {
             ));
         }
         let dim = means[0].len();
-        if dim == 0 || means.iter().any(|m| m.len() != dim || m.iter().any(|v| !v.is_finite())) {
+        if dim == 0
+            || means
+                .iter()
+                .any(|m| m.len() != dim || m.iter().any(|v| !v.is_finite()))
+        {
             return Err(Error::invalid(
                 "GaussianMixture means",
                 "every mean must be finite and of the same non-zero length",
@@ -256,7 +260,12 @@ mod tests {
         };
         for (i, &xi) in xs.iter().take(3).enumerate() {
             let p = 0.25 * pdf(xi, -1.0, 0.5) + 0.75 * pdf(xi, 2.0, 1.5);
-            assert!((e[i] + p.ln()).abs() < 1e-10, "x={xi}: {} vs {}", e[i], -p.ln());
+            assert!(
+                (e[i] + p.ln()).abs() < 1e-10,
+                "x={xi}: {} vs {}",
+                e[i],
+                -p.ln()
+            );
         }
         // Far in the tail the density underflows, the energy does not.
         assert!(e[3].is_finite() && e[3] > 400.0);

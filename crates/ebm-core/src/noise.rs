@@ -101,7 +101,14 @@ mod tests {
 
     #[test]
     fn uniform_range_and_bad_range() -> Result<()> {
-        let x = uniform(&mut seeded_rng(2), 10_000, -1.0, 3.0, DType::F32, &Device::Cpu)?;
+        let x = uniform(
+            &mut seeded_rng(2),
+            10_000,
+            -1.0,
+            3.0,
+            DType::F32,
+            &Device::Cpu,
+        )?;
         let v = x.to_vec1::<f32>()?;
         assert!(v.iter().all(|&u| (-1.0..3.0).contains(&u)));
         let mean = v.iter().sum::<f32>() / v.len() as f32;

@@ -43,12 +43,14 @@ const FASHION_URL: &str = "http://fashion-mnist.s3-website.eu-central-1.amazonaw
 const FASHION_REMOTE: [RemoteFile; 4] = [
     RemoteFile {
         name: "train-images-idx3-ubyte.gz",
-        url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
+        url:
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
         sha256: "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
     },
     RemoteFile {
         name: "train-labels-idx1-ubyte.gz",
-        url: "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz",
+        url:
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz",
         sha256: "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
     },
     RemoteFile {
@@ -66,10 +68,22 @@ const FASHION_REMOTE: [RemoteFile; 4] = [
 /// The same Fashion-MNIST files as Debian's `dataset-fashion-mnist` installs them: the gzip
 /// headers differ from the S3 copies (no stored file name), the data is the same.
 const FASHION_DEBIAN_SHA256: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte.gz", "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
-    ("train-labels-idx1-ubyte.gz", "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
-    ("t10k-images-idx3-ubyte.gz", "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
-    ("t10k-labels-idx1-ubyte.gz", "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
+    (
+        "train-images-idx3-ubyte.gz",
+        "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+    ),
 ];
 
 const MNIST_REMOTE: [RemoteFile; 4] = [
@@ -96,8 +110,14 @@ const MNIST_REMOTE: [RemoteFile; 4] = [
 ];
 
 const MNIST10K_SHA256: [(&str, &str); 2] = [
-    ("images-idx3-ubyte.gz", "3f0580bc09cf09b8d683525351863558d0a88085813bc111b087cb82e4c28604"),
-    ("labels-idx1-ubyte.gz", "8329f6a554446ad7507975556c1e7944b76ac2498421f8c4c49c4312af97eb7b"),
+    (
+        "images-idx3-ubyte.gz",
+        "3f0580bc09cf09b8d683525351863558d0a88085813bc111b087cb82e4c28604",
+    ),
+    (
+        "labels-idx1-ubyte.gz",
+        "8329f6a554446ad7507975556c1e7944b76ac2498421f8c4c49c4312af97eb7b",
+    ),
 ];
 
 const CIFAR_REMOTE: [RemoteFile; 1] = [RemoteFile {
@@ -124,7 +144,12 @@ const IDX_FILES: [&str; 4] = [
 
 impl DataSet {
     /// Every known data set.
-    pub const ALL: [DataSet; 4] = [DataSet::FashionMnist, DataSet::Mnist, DataSet::Mnist10k, DataSet::Cifar10];
+    pub const ALL: [DataSet; 4] = [
+        DataSet::FashionMnist,
+        DataSet::Mnist,
+        DataSet::Mnist10k,
+        DataSet::Cifar10,
+    ];
 
     /// The name used on the command line and as the folder name.
     pub fn name(self) -> &'static str {
@@ -138,12 +163,15 @@ impl DataSet {
 
     /// The data set called `name`; the error lists the known names.
     pub fn from_name(name: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| {
-            Error::Invalid(format!(
-                "unknown data set `{name}`; known: {}",
-                Self::ALL.map(|s| s.name()).join(", ")
-            ))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown data set `{name}`; known: {}",
+                    Self::ALL.map(|s| s.name()).join(", ")
+                ))
+            })
     }
 
     /// A human-readable title.
@@ -214,12 +242,31 @@ impl DataSet {
     pub fn class_names(self) -> [&'static str; 10] {
         match self {
             DataSet::FashionMnist => [
-                "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                "Bag", "Ankle boot",
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
             ],
-            DataSet::Mnist | DataSet::Mnist10k => ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            DataSet::Mnist | DataSet::Mnist10k => {
+                ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+            }
             DataSet::Cifar10 => [
-                "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+                "airplane",
+                "automobile",
+                "bird",
+                "cat",
+                "deer",
+                "dog",
+                "frog",
+                "horse",
+                "ship",
+                "truck",
             ],
         }
     }
@@ -228,11 +275,18 @@ impl DataSet {
     /// `Train` and the last 2,000 `Test`.
     pub fn load_from(self, dir: &Path, split: Split) -> Result<ImageSet> {
         let pair = |images: &str, labels: &str| -> Result<ImageSet> {
-            ImageSet::from_idx(idx::read(&dir.join(images))?, idx::read(&dir.join(labels))?, 10)
-                .map_err(|e| match e {
-                    Error::Invalid(m) => Error::Corrupt { path: dir.join(images), problem: m },
-                    other => other,
-                })
+            ImageSet::from_idx(
+                idx::read(&dir.join(images))?,
+                idx::read(&dir.join(labels))?,
+                10,
+            )
+            .map_err(|e| match e {
+                Error::Invalid(m) => Error::Corrupt {
+                    path: dir.join(images),
+                    problem: m,
+                },
+                other => other,
+            })
         };
         match (self, split) {
             (DataSet::FashionMnist | DataSet::Mnist, Split::Train) => {
@@ -267,7 +321,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut file = std::fs::File::open(path).map_err(crate::error::io(path))?;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(crate::error::io(path))?;
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Checks every required file of `set` in `dir` whose sums are known.
@@ -280,7 +338,11 @@ pub fn verify(set: DataSet, dir: &Path) -> Result<()> {
         let path = dir.join(file);
         let actual = sha256_file(&path)?;
         if !known.contains(&actual.as_str()) {
-            return Err(Error::Checksum { path, actual, expected: known.join(" or ") });
+            return Err(Error::Checksum {
+                path,
+                actual,
+                expected: known.join(" or "),
+            });
         }
     }
     Ok(())

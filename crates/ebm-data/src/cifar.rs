@@ -20,7 +20,7 @@ pub fn read_batch(path: &Path) -> Result<ImageSet> {
 
 /// Parses the bytes of one batch file.
 pub fn parse_batch(bytes: &[u8]) -> std::result::Result<ImageSet, String> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(format!(
             "not a CIFAR-10 batch: {} bytes is not a whole number of {RECORD}-byte records",
             bytes.len()
@@ -31,7 +31,10 @@ pub fn parse_batch(bytes: &[u8]) -> std::result::Result<ImageSet, String> {
     let mut images = Vec::with_capacity(n * (RECORD - 1));
     for (i, record) in bytes.chunks(RECORD).enumerate() {
         if record[0] > 9 {
-            return Err(format!("record {i} has label {}, CIFAR-10 labels are 0-9", record[0]));
+            return Err(format!(
+                "record {i} has label {}, CIFAR-10 labels are 0-9",
+                record[0]
+            ));
         }
         labels.push(record[0]);
         images.extend_from_slice(&record[1..]);

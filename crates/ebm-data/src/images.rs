@@ -17,7 +17,12 @@ pub struct ImageSet {
 
 impl ImageSet {
     /// Checks that `images` holds one `shape` image per label and every label is `< classes`.
-    pub fn new(images: Vec<u8>, labels: Vec<u8>, shape: [usize; 3], classes: usize) -> Result<Self> {
+    pub fn new(
+        images: Vec<u8>,
+        labels: Vec<u8>,
+        shape: [usize; 3],
+        classes: usize,
+    ) -> Result<Self> {
         let per = shape.iter().product::<usize>();
         if per == 0 || images.len() != per * labels.len() {
             return Err(Error::Invalid(format!(
@@ -27,9 +32,16 @@ impl ImageSet {
             )));
         }
         if let Some(bad) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(Error::Invalid(format!("label {bad} is out of range for {classes} classes")));
+            return Err(Error::Invalid(format!(
+                "label {bad} is out of range for {classes} classes"
+            )));
         }
-        Ok(Self { images, labels, shape, classes })
+        Ok(Self {
+            images,
+            labels,
+            shape,
+            classes,
+        })
     }
 
     /// Pairs an IDX image array `[N, H, W]` with an IDX label array `[N]`.
@@ -46,7 +58,12 @@ impl ImageSet {
                 images.dims[0], labels.dims[0]
             )));
         }
-        Self::new(images.data, labels.data, [1, images.dims[1], images.dims[2]], classes)
+        Self::new(
+            images.data,
+            labels.data,
+            [1, images.dims[1], images.dims[2]],
+            classes,
+        )
     }
 
     /// The number of images.
@@ -89,7 +106,10 @@ impl ImageSet {
             return Err(Error::Invalid("an empty batch was asked for".into()));
         }
         if let Some(bad) = indices.iter().find(|&&i| i >= self.len()) {
-            return Err(Error::Invalid(format!("image index {bad} is out of range for {} images", self.len())));
+            return Err(Error::Invalid(format!(
+                "image index {bad} is out of range for {} images",
+                self.len()
+            )));
         }
         Ok(())
     }
@@ -105,7 +125,11 @@ impl ImageSet {
         for &i in indices {
             v.extend(self.image(i).iter().map(|&b| b as f32 / 255.0));
         }
-        Ok(Tensor::from_vec(v, self.batch_shape(indices.len()), device)?)
+        Ok(Tensor::from_vec(
+            v,
+            self.batch_shape(indices.len()),
+            device,
+        )?)
     }
 
     /// Images at `indices` with uniform dequantisation, `(byte + U(0, 1)) / 256`, as IGEBM
@@ -119,9 +143,17 @@ impl ImageSet {
         self.check(indices)?;
         let mut v = Vec::with_capacity(indices.len() * self.image_len());
         for &i in indices {
-            v.extend(self.image(i).iter().map(|&b| (b as f32 + rng.random::<f32>()) / 256.0));
+            v.extend(
+                self.image(i)
+                    .iter()
+                    .map(|&b| (b as f32 + rng.random::<f32>()) / 256.0),
+            );
         }
-        Ok(Tensor::from_vec(v, self.batch_shape(indices.len()), device)?)
+        Ok(Tensor::from_vec(
+            v,
+            self.batch_shape(indices.len()),
+            device,
+        )?)
     }
 
     /// Labels at `indices` as a u32 tensor `[B]`.
@@ -144,8 +176,13 @@ impl ImageSet {
 
     /// Concatenates sets of one image shape (e.g. CIFAR-10's five training batches).
     pub fn concat(sets: &[ImageSet]) -> Result<Self> {
-        let first = sets.first().ok_or_else(|| Error::Invalid("nothing to concatenate".into()))?;
-        if let Some(other) = sets.iter().find(|s| s.shape != first.shape || s.classes != first.classes) {
+        let first = sets
+            .first()
+            .ok_or_else(|| Error::Invalid("nothing to concatenate".into()))?;
+        if let Some(other) = sets
+            .iter()
+            .find(|s| s.shape != first.shape || s.classes != first.classes)
+        {
             return Err(Error::Invalid(format!(
                 "cannot concatenate images of shape {:?} with {:?}",
                 first.shape, other.shape

@@ -14,7 +14,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir).join("ebm-rs");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("ebm-rs")
 }
 
@@ -27,15 +29,25 @@ pub fn download_dir(set: DataSet) -> PathBuf {
 pub fn candidates(set: DataSet) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     if let Some(dir) = std::env::var_os("EBM_DATA_DIR").filter(|d| !d.is_empty()) {
-        out.push(("$EBM_DATA_DIR".to_string(), PathBuf::from(dir).join(set.name())));
+        out.push((
+            "$EBM_DATA_DIR".to_string(),
+            PathBuf::from(dir).join(set.name()),
+        ));
     }
-    out.push(("Debian's datasets folder".to_string(), Path::new("/usr/share/datasets").join(set.name())));
+    out.push((
+        "Debian's datasets folder".to_string(),
+        Path::new("/usr/share/datasets").join(set.name()),
+    ));
     out.push(("the download cache".to_string(), download_dir(set)));
     out
 }
 
 fn missing_files(set: DataSet, dir: &Path) -> Vec<&'static str> {
-    set.required_files().iter().copied().filter(|f| !dir.join(f).is_file()).collect()
+    set.required_files()
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect()
 }
 
 /// The folder holding `set`. An explicit folder must hold every file (the error names the
@@ -55,11 +67,21 @@ pub fn locate(set: DataSet, explicit: Option<&Path>) -> Result<PathBuf> {
         )));
     }
     let candidates = candidates(set);
-    if let Some((_, dir)) = candidates.iter().find(|(_, d)| missing_files(set, d).is_empty()) {
+    if let Some((_, dir)) = candidates
+        .iter()
+        .find(|(_, d)| missing_files(set, d).is_empty())
+    {
         return Ok(dir.clone());
     }
-    let mut msg = format!("{} ({}) is not on this machine. Looked in:\n", set.title(), set.name());
-    if std::env::var_os("EBM_DATA_DIR").filter(|d| !d.is_empty()).is_none() {
+    let mut msg = format!(
+        "{} ({}) is not on this machine. Looked in:\n",
+        set.title(),
+        set.name()
+    );
+    if std::env::var_os("EBM_DATA_DIR")
+        .filter(|d| !d.is_empty())
+        .is_none()
+    {
         msg.push_str("  - $EBM_DATA_DIR/<name> (EBM_DATA_DIR is not set)\n");
     }
     for (what, dir) in &candidates {
@@ -74,7 +96,9 @@ pub fn locate(set: DataSet, explicit: Option<&Path>) -> Result<PathBuf> {
         ));
     }
     if let Some(pkg) = set.debian_package() {
-        msg.push_str(&format!("  - sudo apt-get install {pkg}   (Debian and Ubuntu)\n"));
+        msg.push_str(&format!(
+            "  - sudo apt-get install {pkg}   (Debian and Ubuntu)\n"
+        ));
     }
     msg.push_str(&format!(
         "  - set EBM_DATA_DIR to a folder whose {}/ holds {}",

@@ -49,11 +49,17 @@ fn damaged_idx_files_name_the_file_and_the_problem() {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         let err = idx::read(&path).unwrap_err().to_string();
-        assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains(expected),
+            "{name}: {err}"
+        );
     }
     let missing = dir.path().join("absent.gz");
     let err = idx::read(&missing).unwrap_err().to_string();
-    assert!(err.contains("absent.gz") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("absent.gz") && err.contains("No such file"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -64,10 +70,16 @@ fn cifar_batches_parse_and_reject_damage() {
         bytes.extend((0..3072).map(|i| (i % 256) as u8));
     }
     let set = cifar::parse_batch(&bytes).unwrap();
-    assert_eq!((set.len(), set.shape(), set.labels()), (2, [3, 32, 32], &[3u8, 9][..]));
+    assert_eq!(
+        (set.len(), set.shape(), set.labels()),
+        (2, [3, 32, 32], &[3u8, 9][..])
+    );
     assert_eq!(set.image(1)[1024], 0, "the green plane starts at byte 1024");
     let err = cifar::parse_batch(&bytes[..5000]).unwrap_err();
-    assert!(err.contains("not a whole number of 3073-byte records"), "{err}");
+    assert!(
+        err.contains("not a whole number of 3073-byte records"),
+        "{err}"
+    );
     bytes[0] = 10;
     let err = cifar::parse_batch(&bytes).unwrap_err();
     assert!(err.contains("record 0 has label 10"), "{err}");
@@ -77,14 +89,33 @@ fn cifar_batches_parse_and_reject_damage() {
 fn tensors_scale_and_dequantise_bytes() {
     let set = ImageSet::new(vec![0, 255, 128, 7], vec![1, 2], [1, 1, 2], 3).unwrap();
     let t = set.tensor(&[1, 0], &Device::Cpu).unwrap();
-    assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![128.0 / 255.0, 7.0 / 255.0, 0.0, 1.0]);
+    assert_eq!(
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        vec![128.0 / 255.0, 7.0 / 255.0, 0.0, 1.0]
+    );
     let mut rng = ebm_core::seeded_rng(1);
     let d = set.dequantized(&[0, 1], &mut rng, &Device::Cpu).unwrap();
     let bytes = [0u8, 255, 128, 7];
-    for (v, b) in d.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().zip(bytes) {
-        assert!((0.0..1.0).contains(v) && (v * 256.0).floor() as u8 == b, "{v} from byte {b}");
+    for (v, b) in d
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .zip(bytes)
+    {
+        assert!(
+            (0.0..1.0).contains(v) && (v * 256.0).floor() as u8 == b,
+            "{v} from byte {b}"
+        );
     }
-    assert_eq!(set.labels_tensor(&[1], &Device::Cpu).unwrap().to_vec1::<u32>().unwrap(), vec![2]);
+    assert_eq!(
+        set.labels_tensor(&[1], &Device::Cpu)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap(),
+        vec![2]
+    );
     assert!(set.tensor(&[2], &Device::Cpu).is_err());
     assert!(ImageSet::new(vec![0; 3], vec![0, 1], [1, 1, 2], 3).is_err());
     assert!(ImageSet::new(vec![0; 4], vec![0, 5], [1, 1, 2], 3).is_err());
@@ -95,11 +126,17 @@ fn shuffled_batches_cover_each_epoch_once_and_repeat_by_seed() {
     let epoch = |seed| {
         let mut b = ShuffledBatches::new(10, 3).unwrap();
         let mut rng = ebm_core::seeded_rng(seed);
-        let mut seen: Vec<usize> = (0..3).flat_map(|_| b.next_batch(&mut rng).to_vec()).collect();
+        let mut seen: Vec<usize> = (0..3)
+            .flat_map(|_| b.next_batch(&mut rng).to_vec())
+            .collect();
         let order = seen.clone();
         seen.sort();
         seen.dedup();
-        assert_eq!(seen.len(), 9, "three batches of one epoch never repeat an index");
+        assert_eq!(
+            seen.len(),
+            9,
+            "three batches of one epoch never repeat an index"
+        );
         let _ = b.next_batch(&mut rng);
         assert_eq!(b.epoch(), 2);
         order

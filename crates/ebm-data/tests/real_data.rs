@@ -19,14 +19,22 @@ fn locate(set: DataSet) -> Option<std::path::PathBuf> {
 
 #[test]
 fn fashion_mnist_has_its_published_shape_and_sums() {
-    let Some(dir) = locate(DataSet::FashionMnist) else { return };
+    let Some(dir) = locate(DataSet::FashionMnist) else {
+        return;
+    };
     catalog::verify(DataSet::FashionMnist, &dir).unwrap();
     let train = DataSet::FashionMnist.load_from(&dir, Split::Train).unwrap();
     let test = DataSet::FashionMnist.load_from(&dir, Split::Test).unwrap();
-    assert_eq!((train.len(), test.len(), train.shape()), (60_000, 10_000, [1, 28, 28]));
+    assert_eq!(
+        (train.len(), test.len(), train.shape()),
+        (60_000, 10_000, [1, 28, 28])
+    );
     let mut counts = [0usize; 10];
     for &l in train.labels() {
         counts[l as usize] += 1;
     }
-    assert_eq!(counts, [6000; 10], "Fashion-MNIST's training split is balanced");
+    assert_eq!(
+        counts, [6000; 10],
+        "Fashion-MNIST's training split is balanced"
+    );
 }

@@ -140,9 +140,15 @@ impl Langevin {
         let start = Instant::now();
         for step in 1..=c.steps {
             let (e, grad) = energy.energy_and_grad(&x)?;
-            let mean = e.mean_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            let mean = e
+                .mean_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
             if !mean.is_finite() {
-                return Err(Error::Diverged { step, steps: c.steps });
+                return Err(Error::Diverged {
+                    step,
+                    steps: c.steps,
+                });
             }
             trace.push(mean);
             energies = Some(e);

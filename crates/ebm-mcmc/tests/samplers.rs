@@ -8,7 +8,9 @@ use ebm_mcmc::{Error, Langevin, LangevinConfig, ReplayBuffer};
 fn moments(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
     let v = x.to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap();
     let (n, d) = (v.len() as f64, v[0].len());
-    let mean: Vec<f64> = (0..d).map(|j| v.iter().map(|r| r[j]).sum::<f64>() / n).collect();
+    let mean: Vec<f64> = (0..d)
+        .map(|j| v.iter().map(|r| r[j]).sum::<f64>() / n)
+        .collect();
     let var = (0..d)
         .map(|j| v.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / (n - 1.0))
         .collect();
@@ -86,15 +88,31 @@ fn clipping_bounds_each_move_and_clamping_the_range() {
         clamp: None,
     };
     let x0 = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
-    let one = Langevin::new(cfg.clone()).unwrap().run(&target, &x0, &mut seeded_rng(0)).unwrap();
-    for v in one.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap() {
-        assert!((v - 0.01).abs() < 1e-7, "one clipped step moves by step * clip, got {v}");
-    }
-    let clamped = Langevin::new(LangevinConfig { steps: 1000, clamp: Some((0.0, 1.0)), ..cfg })
+    let one = Langevin::new(cfg.clone())
         .unwrap()
         .run(&target, &x0, &mut seeded_rng(0))
         .unwrap();
-    for v in clamped.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap() {
+    for v in one.samples.flatten_all().unwrap().to_vec1::<f32>().unwrap() {
+        assert!(
+            (v - 0.01).abs() < 1e-7,
+            "one clipped step moves by step * clip, got {v}"
+        );
+    }
+    let clamped = Langevin::new(LangevinConfig {
+        steps: 1000,
+        clamp: Some((0.0, 1.0)),
+        ..cfg
+    })
+    .unwrap()
+    .run(&target, &x0, &mut seeded_rng(0))
+    .unwrap();
+    for v in clamped
+        .samples
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+    {
         assert_eq!(v, 1.0, "the chain is held at the top of the data range");
     }
 }
@@ -105,7 +123,9 @@ fn masked_chain_moves_only_masked_elements() {
     let sampler = Langevin::new(LangevinConfig::matched(0.1, 50)).unwrap();
     let x0 = Tensor::zeros((5, 4), DType::F32, &Device::Cpu).unwrap();
     let mask = Tensor::new(&[[1f32, 0.0, 1.0, 0.0]], &Device::Cpu).unwrap();
-    let run = sampler.run_masked(&target, &x0, Some(&mask), &mut seeded_rng(1)).unwrap();
+    let run = sampler
+        .run_masked(&target, &x0, Some(&mask), &mut seeded_rng(1))
+        .unwrap();
     for row in run.samples.to_vec2::<f32>().unwrap() {
         assert_eq!((row[1], row[3]), (0.0, 0.0));
         assert!(row[0] != 0.0 && row[2] != 0.0);
@@ -120,7 +140,10 @@ fn replay_buffer_restarts_five_percent_of_chains() {
     let dev = Device::Cpu;
     let mut rng = seeded_rng(12);
     let first = buffer.sample(100, None, &dev, &mut rng).unwrap();
-    assert!(first.restarted.iter().all(|&r| r), "an empty buffer restarts every chain");
+    assert!(
+        first.restarted.iter().all(|&r| r),
+        "an empty buffer restarts every chain"
+    );
     buffer.push(&first.x, None).unwrap();
     let mut restarts = 0;
     for _ in 0..200 {
@@ -128,15 +151,32 @@ fn replay_buffer_restarts_five_percent_of_chains() {
         restarts += batch.restarted.iter().filter(|&&r| r).count();
         buffer.push(&batch.x, None).unwrap();
     }
-    assert!((restarts as f64 - 1000.0).abs() < 4.0 * 30.8, "restarts: {restarts} of 20000");
-    assert_eq!(buffer.len(), 10_000, "the buffer fills up to its capacity and stays there");
+    assert!(
+        (restarts as f64 - 1000.0).abs() < 4.0 * 30.8,
+        "restarts: {restarts} of 20000"
+    );
+    assert_eq!(
+        buffer.len(),
+        10_000,
+        "the buffer fills up to its capacity and stays there"
+    );
 }
 
 #[test]
 fn replay_buffer_keeps_labels_and_replays_stored_samples() {
     let dev = Device::Cpu;
     let mut buffer = ReplayBuffer::new(4, &[2], 0.0, (0.0, 1.0)).unwrap();
-    let x = Tensor::new(&[[0.1f32, 0.1], [0.2, 0.2], [0.3, 0.3], [0.4, 0.4], [0.5, 0.5]], &dev).unwrap();
+    let x = Tensor::new(
+        &[
+            [0.1f32, 0.1],
+            [0.2, 0.2],
+            [0.3, 0.3],
+            [0.4, 0.4],
+            [0.5, 0.5],
+        ],
+        &dev,
+    )
+    .unwrap();
     let y = Tensor::new(&[1u32, 2, 3, 4, 5], &dev).unwrap();
     buffer.push(&x, Some(&y)).unwrap();
     assert_eq!(buffer.len(), 4);
@@ -144,11 +184,16 @@ fn replay_buffer_keeps_labels_and_replays_stored_samples() {
     let (recent, labels) = buffer.recent(4, &dev).unwrap();
     assert_eq!(labels, vec![5, 4, 3, 2]);
     assert_eq!(recent.to_vec2::<f32>().unwrap()[0], vec![0.5, 0.5]);
-    let batch = buffer.sample(50, Some(6), &dev, &mut seeded_rng(3)).unwrap();
+    let batch = buffer
+        .sample(50, Some(6), &dev, &mut seeded_rng(3))
+        .unwrap();
     let xs = batch.x.to_vec2::<f32>().unwrap();
     let ls = batch.labels.unwrap().to_vec1::<u32>().unwrap();
     for (row, l) in xs.iter().zip(ls) {
-        assert!((row[0] * 10.0 - l as f32).abs() < 1e-5, "sample {row:?} paired with label {l}");
+        assert!(
+            (row[0] * 10.0 - l as f32).abs() < 1e-5,
+            "sample {row:?} paired with label {l}"
+        );
     }
     let of_three = buffer.recent_of_label(3, 10, &dev).unwrap().unwrap();
     assert_eq!(of_three.to_vec2::<f32>().unwrap(), vec![vec![0.3, 0.3]]);
@@ -157,24 +202,38 @@ fn replay_buffer_keeps_labels_and_replays_stored_samples() {
 
 #[test]
 fn bad_parameters_and_inputs_are_clear_errors() {
-    let err = Langevin::new(LangevinConfig::igebm().with_steps(0)).unwrap_err().to_string();
-    assert_eq!(err, "invalid steps: must be at least 1, got 0");
-    for bad in [0.0, -1.0, f64::NAN] {
-        let err = Langevin::new(LangevinConfig { step_size: bad, ..LangevinConfig::igebm() })
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("invalid step_size: must be a finite number > 0"), "{err}");
-    }
-    let err = Langevin::new(LangevinConfig { clamp: Some((1.0, 0.0)), ..LangevinConfig::igebm() })
+    let err = Langevin::new(LangevinConfig::igebm().with_steps(0))
         .unwrap_err()
         .to_string();
+    assert_eq!(err, "invalid steps: must be at least 1, got 0");
+    for bad in [0.0, -1.0, f64::NAN] {
+        let err = Langevin::new(LangevinConfig {
+            step_size: bad,
+            ..LangevinConfig::igebm()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("invalid step_size: must be a finite number > 0"),
+            "{err}"
+        );
+    }
+    let err = Langevin::new(LangevinConfig {
+        clamp: Some((1.0, 0.0)),
+        ..LangevinConfig::igebm()
+    })
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("clamp"), "{err}");
     assert!(ReplayBuffer::new(10, &[1], 1.5, (0.0, 1.0)).is_err());
 
     let target = Gaussian::isotropic(vec![0.0; 2], 1.0).unwrap();
     let sampler = Langevin::new(LangevinConfig::matched(0.1, 3)).unwrap();
     let nan = Tensor::new(&[[0f32, f32::NAN]], &Device::Cpu).unwrap();
-    let err = sampler.run(&target, &nan, &mut seeded_rng(0)).unwrap_err().to_string();
+    let err = sampler
+        .run(&target, &nan, &mut seeded_rng(0))
+        .unwrap_err()
+        .to_string();
     assert_eq!(err, "Langevin start contains NaN or infinite values");
 
     /// An energy that blows up after the first step.

@@ -60,15 +60,39 @@ impl HostConv {
     }
 
     fn geom(&self, h: usize, w: usize) -> ConvGeom {
-        Self::geom_of(self.in_channels, self.out_channels, self.kernel, self.padding, h, w)
+        Self::geom_of(
+            self.in_channels,
+            self.out_channels,
+            self.kernel,
+            self.padding,
+            h,
+            w,
+        )
     }
 
     fn forward(&self, x: &[f32], h: usize, w: usize, col: &mut Vec<f32>, out: &mut [f32]) {
         let g = self.geom(h, w);
-        conv_image(x, &self.weight, self.packed.as_ref(), Some(&self.bias), &g, col, out, false);
+        conv_image(
+            x,
+            &self.weight,
+            self.packed.as_ref(),
+            Some(&self.bias),
+            &g,
+            col,
+            out,
+            false,
+        );
     }
 
-    fn kernel_grad(&self, x: &[f32], gy: &[f32], h: usize, w: usize, col: &mut Vec<f32>, grad: &mut ConvGrad) {
+    fn kernel_grad(
+        &self,
+        x: &[f32],
+        gy: &[f32],
+        h: usize,
+        w: usize,
+        col: &mut Vec<f32>,
+        grad: &mut ConvGrad,
+    ) {
         kernel_grad_image(x, gy, &self.geom(h, w), col, &mut grad.weight, false);
         let p = h * w;
         for (d, row) in grad.bias.iter_mut().zip(gy.chunks(p)) {
@@ -78,7 +102,16 @@ impl HostConv {
 
     fn input_grad(&self, gy: &[f32], h: usize, w: usize, col: &mut Vec<f32>, out: &mut [f32]) {
         let g = self.geom(h, w).input_grad();
-        conv_image(gy, &self.flipped, self.packed_flipped.as_ref(), None, &g, col, out, false);
+        conv_image(
+            gy,
+            &self.flipped,
+            self.packed_flipped.as_ref(),
+            None,
+            &g,
+            col,
+            out,
+            false,
+        );
     }
 }
 
@@ -107,7 +140,6 @@ pub(crate) struct HostIgebm {
     pub head_bias: Vec<f32>,
 }
 
-
 /// Gradients of one convolution's (effective) weight and bias.
 #[derive(Debug, Clone)]
 pub(crate) struct ConvGrad {
@@ -117,7 +149,10 @@ pub(crate) struct ConvGrad {
 
 impl ConvGrad {
     fn zeros(c: &HostConv) -> Self {
-        Self { weight: vec![0.0; c.weight.len()], bias: vec![0.0; c.bias.len()] }
+        Self {
+            weight: vec![0.0; c.weight.len()],
+            bias: vec![0.0; c.bias.len()],
+        }
     }
     fn add(&mut self, o: &Self) {
         add(&mut self.weight, &o.weight);
@@ -217,7 +252,14 @@ fn resize(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 /// `out[c, :] = swish(x[c, :]) + table[y, c]` (no table: + 0).
-fn activate(x: &[f32], table: Option<&Vec<f32>>, label: Option<usize>, channels: usize, p: usize, out: &mut [f32]) {
+fn activate(
+    x: &[f32],
+    table: Option<&Vec<f32>>,
+    label: Option<usize>,
+    channels: usize,
+    p: usize,
+    out: &mut [f32],
+) {
     for c in 0..channels {
         let add = match (table, label) {
             (Some(t), Some(y)) => t[y * channels + c],
@@ -228,7 +270,13 @@ fn activate(x: &[f32], table: Option<&Vec<f32>>, label: Option<usize>, channels:
 }
 
 /// `table_grad[y, c] += sum_p g[c, p]`.
-fn table_grad(g: &[f32], label: Option<usize>, channels: usize, p: usize, grad: &mut Option<Vec<f32>>) {
+fn table_grad(
+    g: &[f32],
+    label: Option<usize>,
+    channels: usize,
+    p: usize,
+    grad: &mut Option<Vec<f32>>,
+) {
     if let (Some(t), Some(y)) = (grad, label) {
         for c in 0..channels {
             t[y * channels + c] += g[c * p..(c + 1) * p].iter().sum::<f32>();
@@ -247,9 +295,20 @@ struct Want<'a> {
 impl HostIgebm {
     /// Energies `[B]` and input gradients `[B, C, H, W]` of a batch, labels given per image for
     /// a conditional network.
-    pub(crate) fn energy_and_grad(&self, x: &[f32], labels: Option<&[usize]>) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn energy_and_grad(
+        &self,
+        x: &[f32],
+        labels: Option<&[usize]>,
+    ) -> (Vec<f32>, Vec<f32>) {
         let mut grads = vec![0f32; x.len()];
-        let (energies, _) = self.run(x, labels, Want { input: Some(&mut grads), params: None });
+        let (energies, _) = self.run(
+            x,
+            labels,
+            Want {
+                input: Some(&mut grads),
+                params: None,
+            },
+        );
         (energies, grads)
     }
 
@@ -261,11 +320,23 @@ impl HostIgebm {
         labels: Option<&[usize]>,
         dloss: &(dyn Fn(usize, f32) -> f32 + Sync),
     ) -> (Vec<f32>, HostGrads) {
-        let (energies, grads) = self.run(x, labels, Want { input: None, params: Some(dloss) });
+        let (energies, grads) = self.run(
+            x,
+            labels,
+            Want {
+                input: None,
+                params: Some(dloss),
+            },
+        );
         (energies, grads.expect("parameter gradients were asked for"))
     }
 
-    fn run(&self, x: &[f32], labels: Option<&[usize]>, want: Want<'_>) -> (Vec<f32>, Option<HostGrads>) {
+    fn run(
+        &self,
+        x: &[f32],
+        labels: Option<&[usize]>,
+        want: Want<'_>,
+    ) -> (Vec<f32>, Option<HostGrads>) {
         let per = self.in_channels * self.size * self.size;
         let batch = x.len() / per;
         let threads = rayon::current_num_threads().max(1);
@@ -291,14 +362,18 @@ impl HostIgebm {
                 let mut grads = dloss.map(|_| HostGrads::zeros(self));
                 for (i, e) in e_chunk.iter_mut().enumerate() {
                     let b = t * chunk + i;
-                    let dx = g_chunk.as_deref_mut().map(|g| &mut g[i * per..(i + 1) * per]);
+                    let dx = g_chunk
+                        .as_deref_mut()
+                        .map(|g| &mut g[i * per..(i + 1) * per]);
                     let seed = dloss.map(|f| move |energy: f32| f(b, energy));
                     *e = self.image(
                         &x[b * per..(b + 1) * per],
                         labels.map(|l| l[b]),
                         &mut s,
                         dx,
-                        grads.as_mut().zip(seed.as_ref().map(|f| f as &dyn Fn(f32) -> f32)),
+                        grads
+                            .as_mut()
+                            .zip(seed.as_ref().map(|f| f as &dyn Fn(f32) -> f32)),
                     );
                 }
                 grads
@@ -333,7 +408,8 @@ impl HostIgebm {
         // Forward.
         let (mut h, mut w) = (self.size, self.size);
         let c0 = self.stem.out_channels;
-        self.stem.forward(x, h, w, &mut s.col, resize(&mut s.inputs[0], c0 * h * w));
+        self.stem
+            .forward(x, h, w, &mut s.col, resize(&mut s.inputs[0], c0 * h * w));
         let mut sizes = Vec::with_capacity(nb);
         for (i, blk) in self.blocks.iter().enumerate() {
             let (cin, cout, p) = (blk.conv1.in_channels, blk.conv1.out_channels, h * w);
@@ -372,8 +448,10 @@ impl HostIgebm {
                 for c in 0..cout {
                     for y in 0..h2 {
                         for xx in 0..w2 {
-                            let at = |dy: usize, dx: usize| r2[c * p + (2 * y + dy) * w + 2 * xx + dx];
-                            out[(c * h2 + y) * w2 + xx] = 0.25 * (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1));
+                            let at =
+                                |dy: usize, dx: usize| r2[c * p + (2 * y + dy) * w + 2 * xx + dx];
+                            out[(c * h2 + y) * w2 + xx] =
+                                0.25 * (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1));
                         }
                     }
                 }
@@ -409,7 +487,11 @@ impl HostIgebm {
         // `grad` holds dE/d(block output, after pooling).
         let g = resize(&mut s.grad, c_last * p);
         for c in 0..c_last {
-            simd::scaled_swish_grad(&last[c * p..(c + 1) * p], seed * head[c], &mut g[c * p..(c + 1) * p]);
+            simd::scaled_swish_grad(
+                &last[c * p..(c + 1) * p],
+                seed * head[c],
+                &mut g[c * p..(c + 1) * p],
+            );
         }
         for (i, blk) in self.blocks.iter().enumerate().rev() {
             let (bh, bw) = sizes[i];
@@ -422,7 +504,8 @@ impl HostIgebm {
                 for c in 0..cout {
                     for y in 0..bh {
                         for xx in 0..bw {
-                            g_o[c * bp + y * bw + xx] = 0.25 * s.grad[(c * h2 + y / 2) * w2 + xx / 2];
+                            g_o[c * bp + y * bw + xx] =
+                                0.25 * s.grad[(c * h2 + y / 2) * w2 + xx / 2];
                         }
                     }
                 }
@@ -436,7 +519,11 @@ impl HostIgebm {
                 if let Some(gain_grad) = bgrad.as_deref_mut().and_then(|b| b.gain.as_mut()) {
                     let r2 = &s.pre2[i][..cout * bp];
                     for c in 0..cout {
-                        let dot: f32 = g_o[c * bp..(c + 1) * bp].iter().zip(&r2[c * bp..(c + 1) * bp]).map(|(a, b)| a * b).sum();
+                        let dot: f32 = g_o[c * bp..(c + 1) * bp]
+                            .iter()
+                            .zip(&r2[c * bp..(c + 1) * bp])
+                            .map(|(a, b)| a * b)
+                            .sum();
                         gain_grad[y * cout + c] += dot;
                     }
                 }
@@ -450,7 +537,8 @@ impl HostIgebm {
                 // conv2's input, recomputed: swish(r1) + bias2[y].
                 let act2 = resize(&mut s.grad3, cout * bp);
                 activate(r1, blk.bias2.as_ref(), label, cout, bp, act2);
-                blk.conv2.kernel_grad(act2, g_r2, bh, bw, &mut s.col, &mut b.conv2);
+                blk.conv2
+                    .kernel_grad(act2, g_r2, bh, bw, &mut s.col, &mut b.conv2);
             }
             // g_a2 = conv2^T(g_r2); bias2's gradient; g_r1 = g_a2 * swish'(r1)
             let g_a2 = resize(&mut s.tmp, cout * bp);
@@ -463,7 +551,8 @@ impl HostIgebm {
             if let Some(b) = bgrad.as_deref_mut() {
                 let act = resize(&mut s.act, cin * bp);
                 activate(input, blk.bias1.as_ref(), label, cin, bp, act);
-                blk.conv1.kernel_grad(act, g_a2, bh, bw, &mut s.col, &mut b.conv1);
+                blk.conv1
+                    .kernel_grad(act, g_a2, bh, bw, &mut s.col, &mut b.conv1);
             }
             // g_a = conv1^T(g_r1); bias1's gradient; g_h = g_a * swish'(h) + the skip path
             let g_a = resize(&mut s.grad3, cin * bp);
@@ -474,8 +563,15 @@ impl HostIgebm {
             simd::mul_swish_grad(g_a, input);
             match &blk.shortcut {
                 Some(sc) => {
-                    if let Some(b) = bgrad.as_deref_mut() {
-                        sc.kernel_grad(input, g_o, bh, bw, &mut s.col, b.shortcut.as_mut().expect("shortcut grads"));
+                    if let Some(b) = bgrad {
+                        sc.kernel_grad(
+                            input,
+                            g_o,
+                            bh,
+                            bw,
+                            &mut s.col,
+                            b.shortcut.as_mut().expect("shortcut grads"),
+                        );
                     }
                     let g_skip = resize(&mut s.act, cin * bp);
                     sc.input_grad(g_o, bh, bw, &mut s.col, g_skip);
@@ -487,10 +583,12 @@ impl HostIgebm {
         }
         let g0 = &s.grad[..c0 * self.size * self.size];
         if let Some(g) = grads {
-            self.stem.kernel_grad(x, g0, self.size, self.size, &mut s.col, &mut g.stem);
+            self.stem
+                .kernel_grad(x, g0, self.size, self.size, &mut s.col, &mut g.stem);
         }
         if let Some(dx) = dx {
-            self.stem.input_grad(g0, self.size, self.size, &mut s.col, dx);
+            self.stem
+                .input_grad(g0, self.size, self.size, &mut s.col, dx);
         }
         energy
     }

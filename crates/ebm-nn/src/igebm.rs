@@ -135,7 +135,7 @@ impl IgebmConfig {
         let mut size = self.image_size;
         for (i, b) in self.blocks.iter().enumerate() {
             if b.downsample {
-                if size % 2 != 0 {
+                if !size.is_multiple_of(2) {
                     return bad(format!(
                         "image size {} cannot be halved by block {i}: the resolution there is {size}, which is odd",
                         self.image_size
@@ -203,23 +203,69 @@ impl Igebm {
             device,
             dtype,
         };
-        let stem = Conv::new(&mut init, "stem", config.in_channels, config.stem_channels, 3, sn)?;
+        let stem = Conv::new(
+            &mut init,
+            "stem",
+            config.in_channels,
+            config.stem_channels,
+            3,
+            sn,
+        )?;
         let mut blocks = Vec::with_capacity(config.blocks.len());
         let mut width = config.stem_channels;
         for (i, b) in config.blocks.iter().enumerate() {
             let name = format!("blocks.{i}");
-            let conv1 = Conv::new(&mut init, &format!("{name}.conv1"), width, b.channels, 3, sn)?;
-            let conv2 = Conv::new(&mut init, &format!("{name}.conv2"), b.channels, b.channels, 3, sn)?;
+            let conv1 = Conv::new(
+                &mut init,
+                &format!("{name}.conv1"),
+                width,
+                b.channels,
+                3,
+                sn,
+            )?;
+            let conv2 = Conv::new(
+                &mut init,
+                &format!("{name}.conv2"),
+                b.channels,
+                b.channels,
+                3,
+                sn,
+            )?;
             let shortcut = if width != b.channels {
-                Some(Conv::new(&mut init, &format!("{name}.shortcut"), width, b.channels, 1, sn)?)
+                Some(Conv::new(
+                    &mut init,
+                    &format!("{name}.shortcut"),
+                    width,
+                    b.channels,
+                    1,
+                    sn,
+                )?)
             } else {
                 None
             };
             let conditioning = match config.num_classes {
                 Some(k) => Some(Conditioning {
-                    bias1: ClassTable::new(&mut init, &format!("{name}.class_bias1"), k, width, 0.0)?,
-                    bias2: ClassTable::new(&mut init, &format!("{name}.class_bias2"), k, b.channels, 0.0)?,
-                    gain: ClassTable::new(&mut init, &format!("{name}.class_gain"), k, b.channels, 1.0)?,
+                    bias1: ClassTable::new(
+                        &mut init,
+                        &format!("{name}.class_bias1"),
+                        k,
+                        width,
+                        0.0,
+                    )?,
+                    bias2: ClassTable::new(
+                        &mut init,
+                        &format!("{name}.class_bias2"),
+                        k,
+                        b.channels,
+                        0.0,
+                    )?,
+                    gain: ClassTable::new(
+                        &mut init,
+                        &format!("{name}.class_gain"),
+                        k,
+                        b.channels,
+                        1.0,
+                    )?,
                 }),
                 None => None,
             };
@@ -232,7 +278,13 @@ impl Igebm {
             });
             width = b.channels;
         }
-        let head = Dense::new(&mut init, "head", width, config.num_classes.unwrap_or(1), sn)?;
+        let head = Dense::new(
+            &mut init,
+            "head",
+            width,
+            config.num_classes.unwrap_or(1),
+            sn,
+        )?;
         Ok(Self {
             config: config.clone(),
             params,
@@ -285,8 +337,10 @@ impl Igebm {
 
     /// The network's effective (spectrally normalised) weights on the host, for the fused pass.
     fn host_copy(&self) -> Result<HostIgebm> {
-        let conv = |c: &Conv| HostConv::new(&c.effective_weight()?.detach(), c.raw_bias(), c.padding());
-        let table = |t: &ClassTable| -> Result<Vec<f32>> { Ok(t.raw().flatten_all()?.to_vec1::<f32>()?) };
+        let conv =
+            |c: &Conv| HostConv::new(&c.effective_weight()?.detach(), c.raw_bias(), c.padding());
+        let table =
+            |t: &ClassTable| -> Result<Vec<f32>> { Ok(t.raw().flatten_all()?.to_vec1::<f32>()?) };
         let blocks = self
             .blocks
             .iter()
@@ -295,9 +349,21 @@ impl Igebm {
                     conv1: conv(&b.conv1)?,
                     conv2: conv(&b.conv2)?,
                     shortcut: b.shortcut.as_ref().map(conv).transpose()?,
-                    bias1: b.conditioning.as_ref().map(|c| table(&c.bias1)).transpose()?,
-                    bias2: b.conditioning.as_ref().map(|c| table(&c.bias2)).transpose()?,
-                    gain: b.conditioning.as_ref().map(|c| table(&c.gain)).transpose()?,
+                    bias1: b
+                        .conditioning
+                        .as_ref()
+                        .map(|c| table(&c.bias1))
+                        .transpose()?,
+                    bias2: b
+                        .conditioning
+                        .as_ref()
+                        .map(|c| table(&c.bias2))
+                        .transpose()?,
+                    gain: b
+                        .conditioning
+                        .as_ref()
+                        .map(|c| table(&c.gain))
+                        .transpose()?,
                     downsample: b.downsample,
                 })
             })
@@ -307,7 +373,12 @@ impl Igebm {
             size: self.config.image_size,
             stem: conv(&self.stem)?,
             blocks,
-            head_weight: self.head.effective_weight()?.detach().flatten_all()?.to_vec1::<f32>()?,
+            head_weight: self
+                .head
+                .effective_weight()?
+                .detach()
+                .flatten_all()?
+                .to_vec1::<f32>()?,
             head_bias: self.head.raw_bias().flatten_all()?.to_vec1::<f32>()?,
         })
     }
@@ -349,10 +420,14 @@ impl Igebm {
         labels: Option<&Tensor>,
         dloss: &(dyn Fn(usize, f32) -> f32 + Sync),
     ) -> Result<Option<(Tensor, candle_core::backprop::GradStore)>> {
-        if !(x.device().is_cpu() && x.dtype() == DType::F32 && self.stem.raw_weight().dtype() == DType::F32) {
+        if !(x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && self.stem.raw_weight().dtype() == DType::F32)
+        {
             return Ok(None);
         }
-        let batch = ebm_core::validate::check_batch_shape(x, &self.config.sample_shape(), "IGEBM input")?;
+        let batch =
+            ebm_core::validate::check_batch_shape(x, &self.config.sample_shape(), "IGEBM input")?;
         let host_labels = self.host_labels(batch, labels)?;
         let host = self.host_copy()?;
         let values = x.flatten_all()?.to_vec1::<f32>()?;
@@ -374,7 +449,11 @@ impl Igebm {
                 total = (total + conv(sc, sg)?)?;
             }
             if let Some(c) = &b.conditioning {
-                for (table, grad) in [(&c.bias1, &bg.bias1), (&c.bias2, &bg.bias2), (&c.gain, &bg.gain)] {
+                for (table, grad) in [
+                    (&c.bias1, &bg.bias1),
+                    (&c.bias2, &bg.bias2),
+                    (&c.gain, &bg.gain),
+                ] {
                     if let Some(grad) = grad {
                         total = (total + term(table.raw(), grad)?)?;
                     }
@@ -387,7 +466,11 @@ impl Igebm {
         Ok(Some((Tensor::from_vec(energies, batch, dev)?, grads)))
     }
 
-    fn host_labels(&self, batch: usize, labels: Option<&Tensor>) -> ebm_core::Result<Option<Vec<usize>>> {
+    fn host_labels(
+        &self,
+        batch: usize,
+        labels: Option<&Tensor>,
+    ) -> ebm_core::Result<Option<Vec<usize>>> {
         match (self.config.num_classes, labels) {
             (Some(k), Some(l)) => {
                 if l.dims() != [batch] {
@@ -448,7 +531,8 @@ impl Igebm {
             }
             (None, None) => None,
         };
-        self.forward_unchecked(x, one_hot.as_ref()).map_err(into_core)
+        self.forward_unchecked(x, one_hot.as_ref())
+            .map_err(into_core)
     }
 
     fn forward_unchecked(&self, x: &Tensor, one_hot: Option<&Tensor>) -> Result<Tensor> {
@@ -515,7 +599,10 @@ impl Igebm {
             out.push((self.stem.name(), self.stem_weight(), sn));
         }
         for b in &self.blocks {
-            for c in [Some(&b.conv1), Some(&b.conv2), b.shortcut.as_ref()].into_iter().flatten() {
+            for c in [Some(&b.conv1), Some(&b.conv2), b.shortcut.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 if let Some(sn) = c.spectral_norm() {
                     out.push((c.name(), c.raw_weight(), sn));
                 }
@@ -559,7 +646,11 @@ impl ebm_core::LabelledEnergy for Igebm {
         self.forward(x, Some(labels))
     }
 
-    fn energy_and_grad_given(&self, x: &Tensor, labels: &Tensor) -> ebm_core::Result<(Tensor, Tensor)> {
+    fn energy_and_grad_given(
+        &self,
+        x: &Tensor,
+        labels: &Tensor,
+    ) -> ebm_core::Result<(Tensor, Tensor)> {
         self.energy_and_input_grad(x, Some(labels))
     }
 
@@ -604,9 +695,12 @@ impl Trainable for Igebm {
     fn set_buffers(&mut self, buffers: &HashMap<String, Tensor>) -> Result<()> {
         for (name, _, sn) in self.spectral_layers() {
             let get = |suffix: &str| {
-                buffers.get(&format!("{name}.{suffix}")).cloned().ok_or_else(|| {
-                    Error::Config(format!("spectral-norm vector {name}.{suffix} is missing"))
-                })
+                buffers
+                    .get(&format!("{name}.{suffix}"))
+                    .cloned()
+                    .ok_or_else(|| {
+                        Error::Config(format!("spectral-norm vector {name}.{suffix} is missing"))
+                    })
             };
             sn.set_vectors(get("weight_u")?, get("weight_v")?)?;
         }

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ParamStore, Result};
 
-
 /// Element-wise non-linearities an energy network can use.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,7 +50,12 @@ impl SpectralNorm {
     ) -> Result<Self> {
         let out = weight.dim(0)?;
         let rest = weight.elem_count() / out;
-        let u = l2_normalize(&ebm_core::noise::normal(rng, out, weight.dtype(), weight.device())?)?;
+        let u = l2_normalize(&ebm_core::noise::normal(
+            rng,
+            out,
+            weight.dtype(),
+            weight.device(),
+        )?)?;
         let v = Tensor::zeros(rest, weight.dtype(), weight.device())?;
         let mut sn = Self { u, v };
         sn.power_iteration(weight, iterations.max(1))?;
@@ -160,7 +164,9 @@ impl Conv {
     ) -> Result<Self> {
         let w0 = init.weight(&[out_channels, in_channels, kernel, kernel])?;
         let weight = init.params.add(format!("{name}.weight"), &w0)?;
-        let bias = init.params.add(format!("{name}.bias"), &init.zeros(out_channels)?)?;
+        let bias = init
+            .params
+            .add(format!("{name}.bias"), &init.zeros(out_channels)?)?;
         let spectral = if spectral_norm {
             Some(SpectralNorm::new(&weight, 1, &mut *init.rng)?)
         } else {
@@ -253,7 +259,9 @@ impl Dense {
     ) -> Result<Self> {
         let w0 = init.weight(&[out_features, in_features])?;
         let weight = init.params.add(format!("{name}.weight"), &w0)?;
-        let bias = init.params.add(format!("{name}.bias"), &init.zeros(out_features)?)?;
+        let bias = init
+            .params
+            .add(format!("{name}.bias"), &init.zeros(out_features)?)?;
         let spectral = if spectral_norm {
             Some(SpectralNorm::new(&weight, 1, &mut *init.rng)?)
         } else {

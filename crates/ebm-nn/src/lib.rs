@@ -41,5 +41,8 @@ pub trait Trainable {
     /// Non-trainable state saved with the weights (spectral-norm vectors), by name.
     fn buffers(&self) -> Vec<(String, candle_core::Tensor)>;
     /// Restores the state returned by [`Trainable::buffers`].
-    fn set_buffers(&mut self, buffers: &std::collections::HashMap<String, candle_core::Tensor>) -> Result<()>;
+    fn set_buffers(
+        &mut self,
+        buffers: &std::collections::HashMap<String, candle_core::Tensor>,
+    ) -> Result<()>;
 }

@@ -82,7 +82,15 @@ impl Mlp {
         let layers = widths
             .windows(2)
             .enumerate()
-            .map(|(i, w)| Dense::new(&mut init, &format!("layers.{i}"), w[0], w[1], config.spectral_norm))
+            .map(|(i, w)| {
+                Dense::new(
+                    &mut init,
+                    &format!("layers.{i}"),
+                    w[0],
+                    w[1],
+                    config.spectral_norm,
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             config: config.clone(),
@@ -101,7 +109,11 @@ impl Mlp {
         Ok(Self {
             config: self.config.clone(),
             params: ParamStore::new(),
-            layers: self.layers.iter().map(|l| l.frozen()).collect::<Result<_>>()?,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| l.frozen())
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -179,9 +191,14 @@ impl Trainable for Mlp {
             let name = layer.name().to_string();
             if let Some((_, sn)) = layer.spectral_norm_mut() {
                 let get = |suffix: &str| {
-                    buffers.get(&format!("{name}.{suffix}")).cloned().ok_or_else(|| {
-                        Error::Config(format!("spectral-norm vector {name}.{suffix} is missing"))
-                    })
+                    buffers
+                        .get(&format!("{name}.{suffix}"))
+                        .cloned()
+                        .ok_or_else(|| {
+                            Error::Config(format!(
+                                "spectral-norm vector {name}.{suffix} is missing"
+                            ))
+                        })
                 };
                 sn.set_vectors(get("weight_u")?, get("weight_v")?)?;
             }

@@ -11,8 +11,14 @@ fn tiny(classes: Option<usize>) -> IgebmConfig {
         image_size: 4,
         stem_channels: 3,
         blocks: vec![
-            BlockConfig { channels: 3, downsample: true },
-            BlockConfig { channels: 4, downsample: false },
+            BlockConfig {
+                channels: 3,
+                downsample: true,
+            },
+            BlockConfig {
+                channels: 4,
+                downsample: false,
+            },
         ],
         num_classes: classes,
         spectral_norm: true,
@@ -26,24 +32,31 @@ fn check_var(name: &str, var: &Var, analytic: &Tensor, f: &dyn Fn() -> f64) {
     let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
     let eps = 1e-6;
     for j in 0..base.len() {
-        let mut at = |d: f64| {
+        let at = |d: f64| {
             let mut v = base.clone();
             v[j] += d;
-            var.set(&Tensor::from_vec(v, var.shape(), var.device()).unwrap()).unwrap();
+            var.set(&Tensor::from_vec(v, var.shape(), var.device()).unwrap())
+                .unwrap();
             f()
         };
         let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
         let err = (analytic[j] - numeric).abs() / numeric.abs().max(1.0);
-        assert!(err < 1e-6, "{name}[{j}]: autograd {} vs finite differences {numeric}", analytic[j]);
+        assert!(
+            err < 1e-6,
+            "{name}[{j}]: autograd {} vs finite differences {numeric}",
+            analytic[j]
+        );
     }
-    var.set(&Tensor::from_vec(base, var.shape(), var.device()).unwrap()).unwrap();
+    var.set(&Tensor::from_vec(base, var.shape(), var.device()).unwrap())
+        .unwrap();
 }
 
 fn gradient_check(classes: Option<usize>) {
     let dev = Device::Cpu;
     let mut rng = seeded_rng(3);
     let model = Igebm::with_dtype(&tiny(classes), &dev, DType::F64, &mut rng).unwrap();
-    let x = Var::from_tensor(&noise::normal(&mut rng, (3, 2, 4, 4), DType::F64, &dev).unwrap()).unwrap();
+    let x = Var::from_tensor(&noise::normal(&mut rng, (3, 2, 4, 4), DType::F64, &dev).unwrap())
+        .unwrap();
     let labels = Tensor::new(&[0u32, 2, 1], &dev).unwrap();
     let weights = noise::normal(&mut rng, 3, DType::F64, &dev).unwrap();
     let eval = |x: &Tensor| -> Tensor {
@@ -58,7 +71,9 @@ fn gradient_check(classes: Option<usize>) {
     check_var("input", &x, grads.get(x.as_tensor()).unwrap(), &f);
     let mut checked = 0;
     for (name, var) in model.params().iter() {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name} has no gradient"));
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
         check_var(name, var, g, &f);
         checked += 1;
     }
@@ -79,7 +94,12 @@ fn conditional_gradients_match_finite_differences() {
 fn mlp_gradients_match_finite_differences() {
     let dev = Device::Cpu;
     let mut rng = seeded_rng(4);
-    let cfg = MlpConfig { input_dim: 3, hidden: vec![5, 4], activation: ebm_nn::Activation::LeakyRelu, spectral_norm: true };
+    let cfg = MlpConfig {
+        input_dim: 3,
+        hidden: vec![5, 4],
+        activation: ebm_nn::Activation::LeakyRelu,
+        spectral_norm: true,
+    };
     let model = Mlp::with_dtype(&cfg, &dev, DType::F64, &mut rng).unwrap();
     let x = Var::from_tensor(&noise::normal(&mut rng, (4, 3), DType::F64, &dev).unwrap()).unwrap();
     let eval = |x: &Tensor| model.energy(x).unwrap().sum_all().unwrap();
@@ -105,14 +125,40 @@ fn spectral_norm_matches_svd() {
         let out = weight.dim(0).unwrap();
         let rest = weight.elem_count() / out;
         let w: Vec<f32> = weight.flatten_all().unwrap().to_vec1().unwrap();
-        let m = nalgebra::DMatrix::from_row_slice(out, rest, &w.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let m = nalgebra::DMatrix::from_row_slice(
+            out,
+            rest,
+            &w.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        );
         let top = m.singular_values().max();
-        let sigma = sn.sigma(weight).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
-        assert!((sigma / top - 1.0).abs() < 1e-3, "{name}: power iteration {sigma} vs SVD {top}");
-        let normalised = sn.normalize(weight).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let n = nalgebra::DMatrix::from_row_slice(out, rest, &normalised.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let sigma = sn
+            .sigma(weight)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(
+            (sigma / top - 1.0).abs() < 1e-3,
+            "{name}: power iteration {sigma} vs SVD {top}"
+        );
+        let normalised = sn
+            .normalize(weight)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let n = nalgebra::DMatrix::from_row_slice(
+            out,
+            rest,
+            &normalised.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+        );
         let top_normalised = n.singular_values().max();
-        assert!((top_normalised - 1.0).abs() < 1e-3, "{name}: normalised weight has top singular value {top_normalised}");
+        assert!(
+            (top_normalised - 1.0).abs() < 1e-3,
+            "{name}: normalised weight has top singular value {top_normalised}"
+        );
     }
 }
 
@@ -124,8 +170,16 @@ fn frozen_copy_gives_the_same_energies_and_no_parameter_gradients() {
     let frozen = model.frozen().unwrap();
     let x = noise::uniform(&mut rng, (5, 1, 8, 8), 0.0, 1.0, DType::F32, &dev).unwrap();
     let y = Tensor::new(&[0u32, 1, 2, 3, 0], &dev).unwrap();
-    let a = model.energy_given(&x, &y).unwrap().to_vec1::<f32>().unwrap();
-    let b = frozen.energy_given(&x, &y).unwrap().to_vec1::<f32>().unwrap();
+    let a = model
+        .energy_given(&x, &y)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = frozen
+        .energy_given(&x, &y)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     assert_eq!(a, b);
     assert!(frozen.params().is_empty());
     let (_, grad) = frozen.with_labels(&y).energy_and_grad(&x).unwrap();
@@ -137,7 +191,8 @@ fn checkpoint_round_trip_gives_identical_energies() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Device::Cpu;
     let mut rng = seeded_rng(7);
-    let mut model = Igebm::new(&IgebmConfig::small(1, 8, 8).conditional(3), &dev, &mut rng).unwrap();
+    let mut model =
+        Igebm::new(&IgebmConfig::small(1, 8, 8).conditional(3), &dev, &mut rng).unwrap();
     model.update_spectral_norm().unwrap();
     let path = dir.path().join("nested/model.safetensors");
     checkpoint::save(&model, &path).unwrap();
@@ -147,8 +202,16 @@ fn checkpoint_round_trip_gives_identical_energies() {
     let x = noise::uniform(&mut rng, (4, 1, 8, 8), 0.0, 1.0, DType::F32, &dev).unwrap();
     let y = Tensor::new(&[0u32, 1, 2, 1], &dev).unwrap();
     assert_eq!(
-        model.energy_given(&x, &y).unwrap().to_vec1::<f32>().unwrap(),
-        loaded.energy_given(&x, &y).unwrap().to_vec1::<f32>().unwrap()
+        model
+            .energy_given(&x, &y)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap(),
+        loaded
+            .energy_given(&x, &y)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     );
 }
 
@@ -163,28 +226,49 @@ fn checkpoint_errors_name_the_problem() {
     // An unknown config key.
     let cfg_path = checkpoint::config_path(&path);
     let text = std::fs::read_to_string(&cfg_path).unwrap();
-    std::fs::write(&cfg_path, text.replace("\"stem_channels\"", "\"stem_width\"")).unwrap();
-    let err = checkpoint::load::<Igebm>(&path, &dev).unwrap_err().to_string();
+    std::fs::write(
+        &cfg_path,
+        text.replace("\"stem_channels\"", "\"stem_width\""),
+    )
+    .unwrap();
+    let err = checkpoint::load::<Igebm>(&path, &dev)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unknown field `stem_width`"), "{err}");
 
     // Weights that do not fit the config.
-    std::fs::write(&cfg_path, text.replace("\"stem_channels\": 8", "\"stem_channels\": 16")).unwrap();
-    let err = checkpoint::load::<Igebm>(&path, &dev).unwrap_err().to_string();
-    assert!(err.contains("stem.weight has shape [8, 1, 3, 3], the model expects [16, 1, 3, 3]"), "{err}");
+    std::fs::write(
+        &cfg_path,
+        text.replace("\"stem_channels\": 8", "\"stem_channels\": 16"),
+    )
+    .unwrap();
+    let err = checkpoint::load::<Igebm>(&path, &dev)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("stem.weight has shape [8, 1, 3, 3], the model expects [16, 1, 3, 3]"),
+        "{err}"
+    );
 
     // Another model kind.
     std::fs::write(&cfg_path, text.replace("\"igebm\"", "\"mlp\"")).unwrap();
-    let err = checkpoint::load::<Igebm>(&path, &dev).unwrap_err().to_string();
+    let err = checkpoint::load::<Igebm>(&path, &dev)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("holds a mlp model, not igebm"), "{err}");
 
     // A missing file.
-    let err = checkpoint::load::<Igebm>(&dir.path().join("absent.safetensors"), &dev).unwrap_err().to_string();
+    let err = checkpoint::load::<Igebm>(&dir.path().join("absent.safetensors"), &dev)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("absent.json"), "{err}");
 
     // A corrupt weights file.
     std::fs::write(&cfg_path, &text).unwrap();
     std::fs::write(&path, b"not a safetensors file").unwrap();
-    let err = checkpoint::load::<Igebm>(&path, &dev).unwrap_err().to_string();
+    let err = checkpoint::load::<Igebm>(&path, &dev)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not a readable safetensors file"), "{err}");
 }
 
@@ -194,20 +278,39 @@ fn bad_input_is_a_clear_error() {
     let model = Igebm::new(&IgebmConfig::small(1, 28, 8), &dev, &mut seeded_rng(9)).unwrap();
     let x = Tensor::zeros((2, 3, 32, 32), DType::F32, &dev).unwrap();
     let err = model.energy(&x).unwrap_err().to_string();
-    assert_eq!(err, "IGEBM input: expected shape [batch >= 1, 1, 28, 28], got [2, 3, 32, 32]");
+    assert_eq!(
+        err,
+        "IGEBM input: expected shape [batch >= 1, 1, 28, 28], got [2, 3, 32, 32]"
+    );
 
-    let cond = Igebm::new(&IgebmConfig::small(1, 8, 8).conditional(10), &dev, &mut seeded_rng(9)).unwrap();
+    let cond = Igebm::new(
+        &IgebmConfig::small(1, 8, 8).conditional(10),
+        &dev,
+        &mut seeded_rng(9),
+    )
+    .unwrap();
     let x = Tensor::zeros((2, 1, 8, 8), DType::F32, &dev).unwrap();
     let err = cond.energy(&x).unwrap_err().to_string();
     assert!(err.contains("conditional on 10 classes"), "{err}");
-    let err = cond.energy_given(&x, &Tensor::new(&[1u32, 10], &dev).unwrap()).unwrap_err().to_string();
-    assert!(err.contains("label 10 is out of range for a model of 10 classes"), "{err}");
-    let err = cond.energy_given(&x, &Tensor::new(&[1u32], &dev).unwrap()).unwrap_err().to_string();
+    let err = cond
+        .energy_given(&x, &Tensor::new(&[1u32, 10], &dev).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("label 10 is out of range for a model of 10 classes"),
+        "{err}"
+    );
+    let err = cond
+        .energy_given(&x, &Tensor::new(&[1u32], &dev).unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("IGEBM labels"), "{err}");
 
     let mut odd = IgebmConfig::small(1, 30, 8);
     odd.image_size = 30;
-    let err = Igebm::new(&odd, &dev, &mut seeded_rng(1)).unwrap_err().to_string();
+    let err = Igebm::new(&odd, &dev, &mut seeded_rng(1))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot be halved by block 3"), "{err}");
 }
 
@@ -221,9 +324,18 @@ fn fused_cpu_path_equals_autograd() {
             image_size: 12,
             stem_channels: 8,
             blocks: vec![
-                BlockConfig { channels: 8, downsample: true },
-                BlockConfig { channels: 12, downsample: false },
-                BlockConfig { channels: 12, downsample: true },
+                BlockConfig {
+                    channels: 8,
+                    downsample: true,
+                },
+                BlockConfig {
+                    channels: 12,
+                    downsample: false,
+                },
+                BlockConfig {
+                    channels: 12,
+                    downsample: true,
+                },
             ],
             num_classes: classes,
             spectral_norm: true,
@@ -239,10 +351,16 @@ fn fused_cpu_path_equals_autograd() {
         let (e_ref, g_ref) =
             ebm_core::autograd_energy_and_grad(|x| model.forward(x, labels.as_ref()), &x).unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for (what, a, b) in [("energy", flat(&e_fast), flat(&e_ref)), ("gradient", flat(&g_fast), flat(&g_ref))] {
+        for (what, a, b) in [
+            ("energy", flat(&e_fast), flat(&e_ref)),
+            ("gradient", flat(&g_fast), flat(&g_ref)),
+        ] {
             let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             for (u, v) in a.iter().zip(&b) {
-                assert!((u - v).abs() <= 1e-5 * scale, "{classes:?} {what}: fused {u} vs autograd {v}");
+                assert!(
+                    (u - v).abs() <= 1e-5 * scale,
+                    "{classes:?} {what}: fused {u} vs autograd {v}"
+                );
             }
         }
     }
@@ -258,8 +376,14 @@ fn fused_loss_gradients_equal_autograd() {
             image_size: 8,
             stem_channels: 4,
             blocks: vec![
-                BlockConfig { channels: 4, downsample: true },
-                BlockConfig { channels: 6, downsample: false },
+                BlockConfig {
+                    channels: 4,
+                    downsample: true,
+                },
+                BlockConfig {
+                    channels: 6,
+                    downsample: false,
+                },
             ],
             num_classes: classes,
             spectral_norm: true,
@@ -271,12 +395,24 @@ fn fused_loss_gradients_equal_autograd() {
         let x = noise::uniform(&mut rng, (6, 2, 8, 8), 0.0, 1.0, DType::F32, &dev).unwrap();
         let labels = classes.map(|_| Tensor::new(&[0u32, 2, 1, 1, 0, 2], &dev).unwrap());
         // loss = sum_i a_i E_i + 0.3 E_i^2, a_i = +1/3 for the first three, -1/3 for the rest.
-        let a = [1.0f32 / 3.0, 1.0 / 3.0, 1.0 / 3.0, -1.0 / 3.0, -1.0 / 3.0, -1.0 / 3.0];
+        let a = [
+            1.0f32 / 3.0,
+            1.0 / 3.0,
+            1.0 / 3.0,
+            -1.0 / 3.0,
+            -1.0 / 3.0,
+            -1.0 / 3.0,
+        ];
         let dloss = |i: usize, e: f32| a[i] + 0.6 * e;
-        let (e_fast, g_fast) = model.fused_loss_grads(&x, labels.as_ref(), &dloss).unwrap().unwrap();
+        let (e_fast, g_fast) = model
+            .fused_loss_grads(&x, labels.as_ref(), &dloss)
+            .unwrap()
+            .unwrap();
         let e = model.forward(&x, labels.as_ref()).unwrap();
         let a_t = Tensor::new(&a, &dev).unwrap();
-        let loss = ((&e * &a_t).unwrap().sum_all().unwrap() + (e.sqr().unwrap().sum_all().unwrap() * 0.3).unwrap()).unwrap();
+        let loss = ((&e * &a_t).unwrap().sum_all().unwrap()
+            + (e.sqr().unwrap().sum_all().unwrap() * 0.3).unwrap())
+        .unwrap();
         let g_ref = loss.backward().unwrap();
         let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let (ef, er) = (flat(&e_fast), flat(&e));
@@ -285,10 +421,17 @@ fn fused_loss_gradients_equal_autograd() {
         }
         for (name, var) in model.params().iter() {
             let want = flat(g_ref.get(var.as_tensor()).unwrap());
-            let got = flat(g_fast.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no fused gradient")));
+            let got = flat(
+                g_fast
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no fused gradient")),
+            );
             let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             for (u, v) in got.iter().zip(&want) {
-                assert!((u - v).abs() <= 1e-5 * scale, "{classes:?} {name}: fused {u} vs autograd {v} (scale {scale})");
+                assert!(
+                    (u - v).abs() <= 1e-5 * scale,
+                    "{classes:?} {name}: fused {u} vs autograd {v} (scale {scale})"
+                );
             }
         }
     }

@@ -167,7 +167,13 @@ fn backward(
         None
     };
     let grad_w = if w.track_op() {
-        Some(x.apply_op2_no_bwd(&grad, &KernelGrad { padding, kernel: w.shape().clone() })?)
+        Some(x.apply_op2_no_bwd(
+            &grad,
+            &KernelGrad {
+                padding,
+                kernel: w.shape().clone(),
+            },
+        )?)
     } else {
         None
     };
@@ -353,8 +359,14 @@ impl candle_core::CustomOp1 for BiasGrad {
         };
         let shape = Shape::from(out_channels);
         match s.dtype() {
-            DType::F32 => Ok((CpuStorage::F32(conv_bias_grad(slice::<f32>(s, l)?, &g)), shape)),
-            DType::F64 => Ok((CpuStorage::F64(conv_bias_grad(slice::<f64>(s, l)?, &g)), shape)),
+            DType::F32 => Ok((
+                CpuStorage::F32(conv_bias_grad(slice::<f32>(s, l)?, &g)),
+                shape,
+            )),
+            DType::F64 => Ok((
+                CpuStorage::F64(conv_bias_grad(slice::<f64>(s, l)?, &g)),
+                shape,
+            )),
             dt => candle_core::bail!("ebm-ops conv2d: no CPU kernel for {dt:?}"),
         }
     }

@@ -26,7 +26,10 @@ where
     let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let value = f(&tensors)?;
     if value.elem_count() != 1 {
-        candle_core::bail!("gradcheck: f must return a scalar, got shape {:?}", value.dims());
+        candle_core::bail!(
+            "gradcheck: f must return a scalar, got shape {:?}",
+            value.dims()
+        );
     }
     let grads = value.sum_all()?.backward()?;
 

@@ -53,7 +53,13 @@ impl Real for f32 {
     fn pack(w: &[f32], rows: usize, depth: usize) -> Option<PackedWeights> {
         crate::packed_gemm::available().then(|| PackedWeights::new(w, rows, depth))
     }
-    fn packed_gemm(w: &PackedWeights, col: &[f32], p: usize, bias: Option<&[f32]>, out: &mut [f32]) -> bool {
+    fn packed_gemm(
+        w: &PackedWeights,
+        col: &[f32],
+        p: usize,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> bool {
         crate::packed_gemm::conv_gemm(w, col, p, bias, out)
     }
 }
@@ -161,8 +167,11 @@ fn im2col<T: Real>(image: &[T], g: &ConvGeom, col: &mut [T]) {
                     // around from the neighbouring rows.
                     let start = y_lo * ow + lo;
                     let end = (y_hi - 1) * ow + hi;
-                    let src0 = ((y_lo as isize + row_shift) as usize * g.width) as isize + lo as isize + shift;
-                    dst_rows[start..end].copy_from_slice(&plane[src0 as usize..src0 as usize + (end - start)]);
+                    let src0 = ((y_lo as isize + row_shift) as usize * g.width) as isize
+                        + lo as isize
+                        + shift;
+                    dst_rows[start..end]
+                        .copy_from_slice(&plane[src0 as usize..src0 as usize + (end - start)]);
                     for y in y_lo..y_hi {
                         dst_rows[y * ow..y * ow + lo].fill(T::ZERO);
                         dst_rows[y * ow + hi..(y + 1) * ow].fill(T::ZERO);
@@ -276,7 +285,18 @@ pub fn conv_image<T: Real>(
             row.fill(b);
         }
     }
-    matmul(g.out_channels, p, k, out, bias.is_some(), w, rhs, p as isize, 1, parallel);
+    matmul(
+        g.out_channels,
+        p,
+        k,
+        out,
+        bias.is_some(),
+        w,
+        rhs,
+        p as isize,
+        1,
+        parallel,
+    );
 }
 
 /// Forward convolution: `out [B, O, OH, OW] = x [B, C, H, W] ⋆ w [O, C, KH, KW] (+ bias [O])`.
@@ -292,7 +312,16 @@ pub fn conv_forward<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, g: &ConvGeom)
                 .chunks_mut(g.out_image_len())
                 .zip(x_chunk.chunks(g.in_image_len()))
             {
-                conv_image(x_img, w, packed.as_ref(), bias, g, &mut col, out_img, parallel_gemm);
+                conv_image(
+                    x_img,
+                    w,
+                    packed.as_ref(),
+                    bias,
+                    g,
+                    &mut col,
+                    out_img,
+                    parallel_gemm,
+                );
             }
         });
     out
@@ -324,7 +353,14 @@ pub fn conv_input_grad<T: Real>(gy: &[T], w: &[T], g: &ConvGeom) -> Vec<T> {
 
 /// Adds one image's kernel gradient, `gy [O, P] · col(x)^T`, to `dw [O, C*KH*KW]`, using `col`
 /// as scratch.
-pub fn kernel_grad_image<T: Real>(x: &[T], gy: &[T], g: &ConvGeom, col: &mut Vec<T>, dw: &mut [T], parallel: bool) {
+pub fn kernel_grad_image<T: Real>(
+    x: &[T],
+    gy: &[T],
+    g: &ConvGeom,
+    col: &mut Vec<T>,
+    dw: &mut [T],
+    parallel: bool,
+) {
     let (k, p, o) = (g.col_rows(), g.col_cols(), g.out_channels);
     let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
         x
@@ -456,7 +492,9 @@ mod tests {
 
     fn pseudo(n: usize, seed: u64) -> Vec<f64> {
         // A small deterministic generator is enough for kernel-level tests.
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..n)
             .map(|_| {
                 s = s
@@ -469,7 +507,13 @@ mod tests {
 
     #[test]
     fn im2col_gemm_equals_direct_convolution() {
-        for (kh, pad, h, w) in [(3, 1, 5, 7), (3, 0, 6, 4), (1, 0, 3, 3), (5, 2, 4, 6), (3, 2, 3, 3)] {
+        for (kh, pad, h, w) in [
+            (3, 1, 5, 7),
+            (3, 0, 6, 4),
+            (1, 0, 3, 3),
+            (5, 2, 4, 6),
+            (3, 2, 3, 3),
+        ] {
             let g = ConvGeom {
                 batch: 3,
                 in_channels: 2,

@@ -20,7 +20,11 @@ pub struct PackedWeights {
 impl PackedWeights {
     /// Packs a row-major `w [rows, depth]`.
     pub fn new(w: &[f32], rows: usize, depth: usize) -> Self {
-        assert_eq!(w.len(), rows * depth, "PackedWeights: w must be rows x depth");
+        assert_eq!(
+            w.len(),
+            rows * depth,
+            "PackedWeights: w must be rows x depth"
+        );
         let panels = rows.div_ceil(MR);
         let mut data = vec![0f32; panels * depth * MR];
         for panel in 0..panels {
@@ -63,8 +67,17 @@ pub fn available() -> bool {
 
 /// `out [O, P] = bias + W · col [K, P]` (`bias` broadcast along rows, zero when absent).
 /// Returns false, touching nothing, when the CPU lacks AVX-512.
-pub fn conv_gemm(w: &PackedWeights, col: &[f32], p: usize, bias: Option<&[f32]>, out: &mut [f32]) -> bool {
-    assert!(col.len() >= w.depth * p && out.len() >= w.rows * p, "conv_gemm: slices too short");
+pub fn conv_gemm(
+    w: &PackedWeights,
+    col: &[f32],
+    p: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> bool {
+    assert!(
+        col.len() >= w.depth * p && out.len() >= w.rows * p,
+        "conv_gemm: slices too short"
+    );
     if let Some(b) = bias {
         assert!(b.len() >= w.rows, "conv_gemm: bias too short");
     }
@@ -146,18 +159,39 @@ mod tests {
             eprintln!("skipping: no AVX-512 on this CPU");
             return;
         }
-        for (o, k, p) in [(8, 9, 48), (3, 20, 50), (17, 33, 100), (64, 576, 196), (1, 5, 7)] {
-            let w: Vec<f32> = (0..o * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
-            let col: Vec<f32> = (0..k * p).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+        for (o, k, p) in [
+            (8, 9, 48),
+            (3, 20, 50),
+            (17, 33, 100),
+            (64, 576, 196),
+            (1, 5, 7),
+        ] {
+            let w: Vec<f32> = (0..o * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let col: Vec<f32> = (0..k * p)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
             let bias: Vec<f32> = (0..o).map(|i| i as f32 * 0.1).collect();
             let mut out = vec![f32::NAN; o * p];
-            assert!(conv_gemm(&PackedWeights::new(&w, o, k), &col, p, Some(&bias), &mut out));
+            assert!(conv_gemm(
+                &PackedWeights::new(&w, o, k),
+                &col,
+                p,
+                Some(&bias),
+                &mut out
+            ));
             for r in 0..o {
                 for c in 0..p {
                     let expect: f64 = bias[r] as f64
-                        + (0..k).map(|i| w[r * k + i] as f64 * col[i * p + c] as f64).sum::<f64>();
+                        + (0..k)
+                            .map(|i| w[r * k + i] as f64 * col[i * p + c] as f64)
+                            .sum::<f64>();
                     let got = out[r * p + c] as f64;
-                    assert!((got - expect).abs() < 1e-4 * (1.0 + expect.abs()), "({o},{k},{p}) [{r},{c}]: {got} vs {expect}");
+                    assert!(
+                        (got - expect).abs() < 1e-4 * (1.0 + expect.abs()),
+                        "({o},{k},{p}) [{r},{c}]: {got} vs {expect}"
+                    );
                 }
             }
         }

@@ -7,6 +7,7 @@
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     // max/min rather than clamp, and no float-to-int cast: both keep the loop vectorisable.
+    #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     // ln 2 split in two so that n * ln2 is exact enough.
@@ -14,7 +15,8 @@ pub fn exp(x: f32) -> f32 {
     let p = 1.0
         + r * (1.0
             + r * (0.5
-                + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
     // 2^n: adding 1.5 * 2^23 puts the integer n in the low mantissa bits.
     let bits = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000);
     f32::from_bits(bits.wrapping_add(127) << 23) * p
@@ -55,7 +57,9 @@ fn level() -> Level {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 return Level::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
                 return Level::Avx2;
             }
         }
@@ -161,7 +165,10 @@ mod tests {
             assert!((out[i] as f64 - (v * s + 0.5)).abs() < 1e-5);
             assert!((g[i] as f64 - 2.0 * s * (1.0 + v * (1.0 - s))).abs() < 1e-5);
         }
-        let total: f64 = x.iter().map(|&v| v as f64 / (1.0 + (-v as f64).exp())).sum();
+        let total: f64 = x
+            .iter()
+            .map(|&v| v as f64 / (1.0 + (-v as f64).exp()))
+            .sum();
         assert!((swish_sum(&x) as f64 - total).abs() < 1e-3 * total.abs().max(1.0));
     }
 }

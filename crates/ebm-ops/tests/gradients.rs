@@ -60,7 +60,12 @@ fn swish_gradient_matches_finite_differences() {
 #[test]
 fn avg_pool_gradient_matches_finite_differences() {
     let x = randn(7, &[2, 3, 4, 6]);
-    assert_gradients("avg_pool2x2", |t| project(&avg_pool2x2(&t[0])?, 2), &[x], 1e-6);
+    assert_gradients(
+        "avg_pool2x2",
+        |t| project(&avg_pool2x2(&t[0])?, 2),
+        &[x],
+        1e-6,
+    );
 }
 
 #[test]
@@ -83,7 +88,12 @@ fn linear_and_reductions_match_finite_differences() {
     );
     // Sum over the spatial dimensions, as the energy head does.
     let h = randn(11, &[2, 3, 4, 4]);
-    assert_gradients("sum over H, W", |t| project(&t[0].sum((2, 3))?, 4), &[h], 1e-6);
+    assert_gradients(
+        "sum over H, W",
+        |t| project(&t[0].sum((2, 3))?, 4),
+        &[h],
+        1e-6,
+    );
 }
 
 #[test]
@@ -113,10 +123,20 @@ fn fast_path_equals_plain_candle() -> candle_core::Result<()> {
     let w = (normal(&mut rng, (24, 16, 3, 3), DType::F32, &dev).unwrap() * 0.1)?;
     let b = normal(&mut rng, 24, DType::F32, &dev).unwrap();
 
-    let grads_of = |fast: bool| -> candle_core::Result<(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> {
-        let (xv, wv, bv) = (Var::from_tensor(&x)?, Var::from_tensor(&w)?, Var::from_tensor(&b)?);
+    type Flat = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    let grads_of = |fast: bool| -> candle_core::Result<Flat> {
+        let (xv, wv, bv) = (
+            Var::from_tensor(&x)?,
+            Var::from_tensor(&w)?,
+            Var::from_tensor(&b)?,
+        );
         let y = if fast {
-            swish(&conv2d(xv.as_tensor(), wv.as_tensor(), Some(bv.as_tensor()), 1)?)?
+            swish(&conv2d(
+                xv.as_tensor(),
+                wv.as_tensor(),
+                Some(bv.as_tensor()),
+                1,
+            )?)?
         } else {
             xv.as_tensor()
                 .conv2d(wv.as_tensor(), 1, 1, 1, 1)?
@@ -138,7 +158,10 @@ fn fast_path_equals_plain_candle() -> candle_core::Result<()> {
     let close = |a: &[f32], b: &[f32], what: &str| {
         let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
         for (u, v) in a.iter().zip(b) {
-            assert!((u - v).abs() <= 1e-5 * scale, "{what}: {u} vs {v} (scale {scale})");
+            assert!(
+                (u - v).abs() <= 1e-5 * scale,
+                "{what}: {u} vs {v} (scale {scale})"
+            );
         }
     };
     close(&fast.0, &plain.0, "output");
@@ -154,7 +177,9 @@ fn detached_weights_get_no_gradient() -> candle_core::Result<()> {
     let x = Var::from_tensor(&randn(30, &[2, 3, 5, 5]))?;
     let w = randn(31, &[4, 3, 3, 3]);
     let b = randn(32, &[4]);
-    let g = conv2d(x.as_tensor(), &w, Some(&b), 1)?.sum_all()?.backward()?;
+    let g = conv2d(x.as_tensor(), &w, Some(&b), 1)?
+        .sum_all()?
+        .backward()?;
     assert!(g.get(x.as_tensor()).is_some());
     assert!(g.get(&w).is_none() && g.get(&b).is_none());
     Ok(())
@@ -165,7 +190,10 @@ fn shape_errors_are_clear() {
     let x = randn(40, &[1, 3, 5, 5]);
     let w = randn(41, &[4, 2, 3, 3]);
     let err = conv2d(&x, &w, None, 1).unwrap_err().to_string();
-    assert!(err.contains("takes 2 input channels") && err.contains("has 3"), "{err}");
+    assert!(
+        err.contains("takes 2 input channels") && err.contains("has 3"),
+        "{err}"
+    );
     let w = randn(41, &[4, 3, 3, 3]);
     let b = randn(42, &[5]);
     let err = conv2d(&x, &w, Some(&b), 1).unwrap_err().to_string();

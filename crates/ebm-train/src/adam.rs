@@ -42,7 +42,9 @@ impl AdamConfig {
         validate::positive("eps", self.eps)?;
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
-                return Err(ebm_core::Error::invalid(name, format!("must lie in [0, 1), got {b}")).into());
+                return Err(
+                    ebm_core::Error::invalid(name, format!("must lie in [0, 1), got {b}")).into(),
+                );
             }
         }
         Ok(())
@@ -63,9 +65,18 @@ impl Adam {
     /// An optimiser for `vars`, its moments at zero.
     pub fn new(vars: Vec<Var>, config: AdamConfig) -> Result<Self> {
         config.check()?;
-        let m = vars.iter().map(|v| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
+        let m = vars
+            .iter()
+            .map(|v| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let v = m.clone();
-        Ok(Self { config, vars, m, v, t: 0 })
+        Ok(Self {
+            config,
+            vars,
+            m,
+            v,
+            t: 0,
+        })
     }
 
     /// The hyper-parameters.
@@ -96,8 +107,14 @@ impl Adam {
         let bc2_prev = 1.0 - c.beta2.powi(t - 1);
         let mut sq_norm = 0f64;
         for ((var, m), v) in self.vars.iter().zip(&mut self.m).zip(&mut self.v) {
-            let Some(g) = grads.get(var.as_tensor()) else { continue };
-            sq_norm += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            sq_norm += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
             let g = if c.bound_by_second_moment {
                 // v_hat of the previous step; zero at the first step, giving a bound of 0.1.
                 let v_hat = if t > 1 { (&*v / bc2_prev)? } else { v.clone() };

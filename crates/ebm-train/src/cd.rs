@@ -179,31 +179,42 @@ impl<M: EnergyModel> CdTrainer<M> {
             let sign = if i < batch { 1.0 } else { -1.0 };
             (sign + 2.0 * l2 * e) * inv_b
         };
-        let (energies, grads) = match self.model.fused_loss_grads(&x, all_labels.as_ref(), &dloss)? {
-            Some(fused) => fused,
-            None => {
-                let energies = self.model.energies(&x, all_labels.as_ref())?;
-                let e_pos = energies.narrow(0, 0, batch)?;
-                let e_neg = energies.narrow(0, batch, batch)?;
-                let ml = (e_pos.mean_all()? - e_neg.mean_all()?)?;
-                let reg = (e_pos.sqr()?.mean_all()? + e_neg.sqr()?.mean_all()?)?;
-                let loss = (ml + (reg * self.config.l2_coeff)?)?;
-                let grads = loss.backward()?;
-                (energies.detach(), grads)
-            }
-        };
+        let (energies, grads) =
+            match self
+                .model
+                .fused_loss_grads(&x, all_labels.as_ref(), &dloss)?
+            {
+                Some(fused) => fused,
+                None => {
+                    let energies = self.model.energies(&x, all_labels.as_ref())?;
+                    let e_pos = energies.narrow(0, 0, batch)?;
+                    let e_neg = energies.narrow(0, batch, batch)?;
+                    let ml = (e_pos.mean_all()? - e_neg.mean_all()?)?;
+                    let reg = (e_pos.sqr()?.mean_all()? + e_neg.sqr()?.mean_all()?)?;
+                    let loss = (ml + (reg * self.config.l2_coeff)?)?;
+                    let grads = loss.backward()?;
+                    (energies.detach(), grads)
+                }
+            };
         let e = energies.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         let (pos, neg) = e.split_at(batch);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         let mean_sq = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>() / v.len() as f64;
         let (energy_pos, energy_neg) = (mean(pos), mean(neg));
-        let loss_value = energy_pos - energy_neg + self.config.l2_coeff * (mean_sq(pos) + mean_sq(neg));
+        let loss_value =
+            energy_pos - energy_neg + self.config.l2_coeff * (mean_sq(pos) + mean_sq(neg));
         if !loss_value.is_finite() {
-            return Err(Error::Diverged { step, what: "the loss".into() });
+            return Err(Error::Diverged {
+                step,
+                what: "the loss".into(),
+            });
         }
         let grad_norm = self.adam.step(&grads)?;
         if !grad_norm.is_finite() {
-            return Err(Error::Diverged { step, what: "the gradient norm".into() });
+            return Err(Error::Diverged {
+                step,
+                what: "the gradient norm".into(),
+            });
         }
         if let Some(ema) = &mut self.ema {
             ema.update(self.model.params())?;

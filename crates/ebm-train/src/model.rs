@@ -19,7 +19,11 @@ pub trait EnergyModel: Trainable + Sized {
     fn frozen(&self) -> ebm_nn::Result<Self>;
     /// Energies (detached) and their input gradient: what a sampler needs. By default through
     /// autograd; models with a fused path override it.
-    fn energies_and_grad(&self, x: &Tensor, labels: Option<&Tensor>) -> ebm_core::Result<(Tensor, Tensor)> {
+    fn energies_and_grad(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+    ) -> ebm_core::Result<(Tensor, Tensor)> {
         ebm_core::autograd_energy_and_grad(|x| self.energies(x, labels), x)
     }
     /// Energies `[B]` and the parameter gradients of `sum_i l_i(E_i)` (`dloss(i, E_i)` =
@@ -47,7 +51,11 @@ impl EnergyModel for Igebm {
     fn frozen(&self) -> ebm_nn::Result<Self> {
         Igebm::frozen(self)
     }
-    fn energies_and_grad(&self, x: &Tensor, labels: Option<&Tensor>) -> ebm_core::Result<(Tensor, Tensor)> {
+    fn energies_and_grad(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+    ) -> ebm_core::Result<(Tensor, Tensor)> {
         self.energy_and_input_grad(x, labels)
     }
     fn fused_loss_grads(
@@ -69,7 +77,10 @@ impl EnergyModel for Mlp {
     }
     fn energies(&self, x: &Tensor, labels: Option<&Tensor>) -> ebm_core::Result<Tensor> {
         if labels.is_some() {
-            return Err(ebm_core::Error::invalid("labels", "an MLP energy takes no labels"));
+            return Err(ebm_core::Error::invalid(
+                "labels",
+                "an MLP energy takes no labels",
+            ));
         }
         self.energy(x)
     }

@@ -27,13 +27,26 @@ fn adam_matches_pytorch() {
     let w = Var::from_tensor(&Tensor::new(&[1f64, -2.0, 0.5], &dev).unwrap()).unwrap();
     let target = Tensor::new(&[0.3f64, 0.2, -0.1], &dev).unwrap();
     let scale = Tensor::new(&[1f64, 10.0, 0.1], &dev).unwrap();
-    let cfg = AdamConfig { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, bound_by_second_moment: false };
+    let cfg = AdamConfig {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        bound_by_second_moment: false,
+    };
     let mut adam = Adam::new(vec![w.clone()], cfg).unwrap();
     for _ in 0..5 {
-        let loss = ((w.as_tensor() - &target).unwrap().sqr().unwrap() * &scale).unwrap().sum_all().unwrap();
+        let loss = ((w.as_tensor() - &target).unwrap().sqr().unwrap() * &scale)
+            .unwrap()
+            .sum_all()
+            .unwrap();
         adam.step(&loss.backward().unwrap()).unwrap();
     }
-    let expected = [5.145516422825562e-01, -1.502613732098442e+00, 1.938153472783996e-02];
+    let expected = [
+        5.145516422825562e-01,
+        -1.502613732098442e+00,
+        1.938153472783996e-02,
+    ];
     for (a, b) in w.as_tensor().to_vec1::<f64>().unwrap().iter().zip(expected) {
         assert!((a - b).abs() < 1e-12, "{a} vs PyTorch {b}");
     }
@@ -46,34 +59,81 @@ fn bounded_adam_first_step_is_a_sign_step() {
     let dev = Device::Cpu;
     let w = Var::from_tensor(&Tensor::new(&[0f64, 0.0, 0.0], &dev).unwrap()).unwrap();
     let g = Tensor::new(&[50f64, -0.01, 3.0], &dev).unwrap();
-    let mut adam = Adam::new(vec![w.clone()], AdamConfig { lr: 0.01, ..AdamConfig::default() }).unwrap();
-    let norm = adam.step(&(w.as_tensor() * &g).unwrap().sum_all().unwrap().backward().unwrap()).unwrap();
-    assert!((norm - (2500.0f64 + 1e-4 + 9.0).sqrt()).abs() < 1e-9, "reports the raw gradient norm");
-    for (v, s) in w.as_tensor().to_vec1::<f64>().unwrap().iter().zip([-1.0, 1.0, -1.0]) {
+    let mut adam = Adam::new(
+        vec![w.clone()],
+        AdamConfig {
+            lr: 0.01,
+            ..AdamConfig::default()
+        },
+    )
+    .unwrap();
+    let norm = adam
+        .step(
+            &(w.as_tensor() * &g)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap(),
+        )
+        .unwrap();
+    assert!(
+        (norm - (2500.0f64 + 1e-4 + 9.0).sqrt()).abs() < 1e-9,
+        "reports the raw gradient norm"
+    );
+    for (v, s) in w
+        .as_tensor()
+        .to_vec1::<f64>()
+        .unwrap()
+        .iter()
+        .zip([-1.0, 1.0, -1.0])
+    {
         assert!((v - 0.01 * s).abs() < 1e-7, "{v}");
     }
-    assert!(Adam::new(vec![w], AdamConfig { beta1: 1.0, ..AdamConfig::default() }).is_err());
+    assert!(Adam::new(
+        vec![w],
+        AdamConfig {
+            beta1: 1.0,
+            ..AdamConfig::default()
+        }
+    )
+    .is_err());
 }
 
 #[test]
 fn ema_follows_its_definition() {
     let dev = Device::Cpu;
     let mut params = ParamStore::new();
-    params.add("w", &Tensor::new(&[1f32, 2.0], &dev).unwrap()).unwrap();
+    params
+        .add("w", &Tensor::new(&[1f32, 2.0], &dev).unwrap())
+        .unwrap();
     let mut ema = Ema::new(&params, 0.9).unwrap();
-    params.get("w").unwrap().set(&Tensor::new(&[3f32, 0.0], &dev).unwrap()).unwrap();
+    params
+        .get("w")
+        .unwrap()
+        .set(&Tensor::new(&[3f32, 0.0], &dev).unwrap())
+        .unwrap();
     ema.update(&params).unwrap();
     let avg = ema.weights()[0].to_vec1::<f32>().unwrap();
-    assert!((avg[0] - 1.2).abs() < 1e-6 && (avg[1] - 1.8).abs() < 1e-6, "{avg:?}");
+    assert!(
+        (avg[0] - 1.2).abs() < 1e-6 && (avg[1] - 1.8).abs() < 1e-6,
+        "{avg:?}"
+    );
     let old = ema.swap_in(&params).unwrap();
     assert_eq!(params.get("w").unwrap().to_vec1::<f32>().unwrap(), avg);
     Ema::restore(&params, &old).unwrap();
-    assert_eq!(params.get("w").unwrap().to_vec1::<f32>().unwrap(), vec![3.0, 0.0]);
+    assert_eq!(
+        params.get("w").unwrap().to_vec1::<f32>().unwrap(),
+        vec![3.0, 0.0]
+    );
 }
 
 fn small_config(steps: usize) -> CdConfig {
     CdConfig {
-        langevin: LangevinConfig { steps, ..LangevinConfig::igebm() },
+        langevin: LangevinConfig {
+            steps,
+            ..LangevinConfig::igebm()
+        },
         replay_capacity: Some(64),
         ..CdConfig::default()
     }
@@ -83,13 +143,21 @@ fn small_config(steps: usize) -> CdConfig {
 fn data(batch: usize, seed: u64) -> Tensor {
     let mut rng = seeded_rng(seed);
     let dev = Device::Cpu;
-    let top = (noise::uniform(&mut rng, (batch, 1, 4, 8), 0.0, 0.1, DType::F32, &dev).unwrap() + 0.9).unwrap();
+    let top = (noise::uniform(&mut rng, (batch, 1, 4, 8), 0.0, 0.1, DType::F32, &dev).unwrap()
+        + 0.9)
+        .unwrap();
     let bottom = noise::uniform(&mut rng, (batch, 1, 4, 8), 0.0, 0.1, DType::F32, &dev).unwrap();
     Tensor::cat(&[top, bottom], 2).unwrap()
 }
 
 fn energies(model: &Igebm, x: &Tensor, y: Option<&Tensor>) -> f32 {
-    model.energies(x, y).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+    model
+        .energies(x, y)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// One step lowers mean E(x+) - mean E(x-) on the very batches it used.
@@ -102,7 +170,9 @@ fn a_training_step_lowers_data_energy_relative_to_samples() {
         let model = Igebm::new(&cfg, &dev, &mut seeded_rng(1)).unwrap();
         let mut trainer = CdTrainer::new(model, small_config(5)).unwrap();
         let x = data(16, 2);
-        let y = classes.map(|_| Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], &dev).unwrap());
+        let y = classes.map(|_| {
+            Tensor::new(&[0u32, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0], &dev).unwrap()
+        });
         let log = trainer.step(&x, y.as_ref(), &mut seeded_rng(3)).unwrap();
         let before = log.energy_pos - log.energy_neg;
         let (negatives, neg_labels) = trainer.buffer().unwrap().recent(16, &dev).unwrap();
@@ -110,7 +180,10 @@ fn a_training_step_lowers_data_energy_relative_to_samples() {
         // The buffer holds exactly the step's negatives, each paired with its label.
         let after = energies(trainer.model(), &x, y.as_ref())
             - energies(trainer.model(), &negatives, neg_labels.as_ref());
-        assert!(after < before as f32, "classes {classes:?}: gap {before} -> {after}");
+        assert!(
+            after < before as f32,
+            "classes {classes:?}: gap {before} -> {after}"
+        );
         assert!(log.grad_norm > 0.0 && log.seconds_per_sampler_step > 0.0);
     }
 }
@@ -118,7 +191,12 @@ fn a_training_step_lowers_data_energy_relative_to_samples() {
 #[test]
 fn training_repeats_bit_for_bit_with_the_same_seed() {
     let run = |seed: u64| {
-        let model = Igebm::new(&IgebmConfig::small(1, 8, 8), &Device::Cpu, &mut seeded_rng(seed)).unwrap();
+        let model = Igebm::new(
+            &IgebmConfig::small(1, 8, 8),
+            &Device::Cpu,
+            &mut seeded_rng(seed),
+        )
+        .unwrap();
         let mut trainer = CdTrainer::new(model, small_config(3)).unwrap();
         let mut rng = seeded_rng(seed + 100);
         for i in 0..3 {
@@ -130,7 +208,10 @@ fn training_repeats_bit_for_bit_with_the_same_seed() {
             .iter()
             .map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap())
             .collect();
-        (weights, trainer.history().iter().map(|l| l.loss).collect::<Vec<_>>())
+        (
+            weights,
+            trainer.history().iter().map(|l| l.loss).collect::<Vec<_>>(),
+        )
     };
     let a = run(4);
     assert_eq!(a, run(4));
@@ -147,18 +228,36 @@ fn bad_input_is_a_clear_error() {
     let err = trainer.step(&nan, None, &mut rng).unwrap_err().to_string();
     assert_eq!(err, "training batch contains NaN or infinite values");
     let wrong = Tensor::zeros((2, 1, 28, 28), DType::F32, &dev).unwrap();
-    let err = trainer.step(&wrong, None, &mut rng).unwrap_err().to_string();
-    assert!(err.contains("training batch: expected shape [batch >= 1, 1, 8, 8]"), "{err}");
+    let err = trainer
+        .step(&wrong, None, &mut rng)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("training batch: expected shape [batch >= 1, 1, 8, 8]"),
+        "{err}"
+    );
     let labels = Tensor::new(&[0u32, 1], &dev).unwrap();
-    let err = trainer.step(&data(2, 0), Some(&labels), &mut rng).unwrap_err().to_string();
+    let err = trainer
+        .step(&data(2, 0), Some(&labels), &mut rng)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("unconditional model takes no labels"), "{err}");
 
     let bad_step = CdConfig {
-        langevin: LangevinConfig { step_size: 0.0, ..LangevinConfig::igebm() },
+        langevin: LangevinConfig {
+            step_size: 0.0,
+            ..LangevinConfig::igebm()
+        },
         ..CdConfig::default()
     };
-    let err = CdTrainer::new(model.clone(), bad_step).err().unwrap().to_string();
+    let err = CdTrainer::new(model.clone(), bad_step)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("invalid step_size"), "{err}");
-    let bad_l2 = CdConfig { l2_coeff: -1.0, ..CdConfig::default() };
+    let bad_l2 = CdConfig {
+        l2_coeff: -1.0,
+        ..CdConfig::default()
+    };
     assert!(CdTrainer::new(model, bad_l2).is_err());
 }

@@ -37,7 +37,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 pub(crate) fn save(img: &image::RgbImage, path: &std::path::Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
-    img.save(path).map_err(|source| Error::Write { path: path.to_path_buf(), source })
+    img.save(path).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -20,7 +20,11 @@ pub struct GridOptions {
 
 impl Default for GridOptions {
     fn default() -> Self {
-        Self { columns: 10, scale: 2, padding: 2 }
+        Self {
+            columns: 10,
+            scale: 2,
+            padding: 2,
+        }
     }
 }
 
@@ -38,13 +42,20 @@ pub fn grid_image(images: &Tensor, options: GridOptions) -> Result<RgbImage> {
             options.scale
         )));
     }
-    let data = images.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let data = images
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let cols = options.columns.min(n);
     let rows = n.div_ceil(cols);
     let (s, p) = (options.scale, options.padding);
     let cell_w = w as u32 * s + p;
     let cell_h = h as u32 * s + p;
-    let mut img = RgbImage::from_pixel(cols as u32 * cell_w + p, rows as u32 * cell_h + p, Rgb([255, 255, 255]));
+    let mut img = RgbImage::from_pixel(
+        cols as u32 * cell_w + p,
+        rows as u32 * cell_h + p,
+        Rgb([255, 255, 255]),
+    );
     let to_byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     for k in 0..n {
         let (r, col) = ((k / cols) as u32, (k % cols) as u32);
@@ -52,10 +63,18 @@ pub fn grid_image(images: &Tensor, options: GridOptions) -> Result<RgbImage> {
         for y in 0..h {
             for x in 0..w {
                 let at = |ch: usize| to_byte(data[base + ch * h * w + y * w + x]);
-                let px = if c == 1 { Rgb([at(0); 3]) } else { Rgb([at(0), at(1), at(2)]) };
+                let px = if c == 1 {
+                    Rgb([at(0); 3])
+                } else {
+                    Rgb([at(0), at(1), at(2)])
+                };
                 for dy in 0..s {
                     for dx in 0..s {
-                        img.put_pixel(p + col * cell_w + x as u32 * s + dx, p + r * cell_h + y as u32 * s + dy, px);
+                        img.put_pixel(
+                            p + col * cell_w + x as u32 * s + dx,
+                            p + r * cell_h + y as u32 * s + dy,
+                            px,
+                        );
                     }
                 }
             }

@@ -20,7 +20,11 @@ impl Series {
     pub fn from_values(name: impl Into<String>, ys: &[f64]) -> Self {
         Self {
             name: name.into(),
-            points: ys.iter().enumerate().map(|(i, &y)| ((i + 1) as f64, y)).collect(),
+            points: ys
+                .iter()
+                .enumerate()
+                .map(|(i, &y)| ((i + 1) as f64, y))
+                .collect(),
         }
     }
 }
@@ -53,7 +57,11 @@ const GRID: Rgb<u8> = Rgb([225, 225, 225]);
 
 fn draw_text(img: &mut RgbImage, text: &str, x: i64, y: i64, color: Rgb<u8>) {
     for (i, ch) in text.chars().enumerate() {
-        let code = if (ch as u32) < 128 { ch as usize } else { '?' as usize };
+        let code = if (ch as u32) < 128 {
+            ch as usize
+        } else {
+            '?' as usize
+        };
         let glyph = font8x8::legacy::BASIC_LEGACY[code];
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
@@ -71,11 +79,20 @@ fn put(img: &mut RgbImage, x: i64, y: i64, color: Rgb<u8>) {
     }
 }
 
-fn line(img: &mut RgbImage, (x0, y0): (f64, f64), (x1, y1): (f64, f64), color: Rgb<u8>, thick: bool) {
+fn line(
+    img: &mut RgbImage,
+    (x0, y0): (f64, f64),
+    (x1, y1): (f64, f64),
+    color: Rgb<u8>,
+    thick: bool,
+) {
     let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as i64).max(1);
     for k in 0..=steps {
         let t = k as f64 / steps as f64;
-        let (x, y) = ((x0 + t * (x1 - x0)).round() as i64, (y0 + t * (y1 - y0)).round() as i64);
+        let (x, y) = (
+            (x0 + t * (x1 - x0)).round() as i64,
+            (y0 + t * (y1 - y0)).round() as i64,
+        );
         put(img, x, y, color);
         if thick {
             put(img, x + 1, y, color);
@@ -89,7 +106,11 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = hi - lo;
     let raw = span / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= 6.0).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= 6.0)
+        .unwrap_or(10.0 * mag);
     // Integer multiples of the step, so that 0.1 * 3 prints as 0.3.
     let first = (lo / step - 1e-9).ceil() as i64;
     let last = (hi / step + 1e-9).floor() as i64;
@@ -118,7 +139,12 @@ fn label(v: f64) -> String {
 
 impl LinePlot {
     /// A plot of the given series, 800x480 pixels.
-    pub fn new(title: impl Into<String>, x_label: impl Into<String>, y_label: impl Into<String>, series: Vec<Series>) -> Self {
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+        series: Vec<Series>,
+    ) -> Self {
         Self {
             title: title.into(),
             x_label: x_label.into(),
@@ -130,15 +156,27 @@ impl LinePlot {
 
     /// Draws the plot.
     pub fn render(&self) -> Result<RgbImage> {
-        let points: Vec<(f64, f64)> = self.series.iter().flat_map(|s| s.points.iter().copied()).collect();
+        let points: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .collect();
         if points.is_empty() {
             return Err(Error::Plot(format!("`{}` has no points", self.title)));
         }
         if points.iter().any(|(x, y)| !x.is_finite() || !y.is_finite()) {
-            return Err(Error::Plot(format!("`{}` has NaN or infinite points", self.title)));
+            return Err(Error::Plot(format!(
+                "`{}` has NaN or infinite points",
+                self.title
+            )));
         }
         let (mut x0, mut x1, mut y0, mut y1) = points.iter().fold(
-            (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY),
+            (
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+            ),
             |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
         );
         if x1 - x0 < 1e-12 {
@@ -161,19 +199,37 @@ impl LinePlot {
         for t in ticks(y0, y1) {
             line(&mut img, (left, py(t)), (right, py(t)), GRID, false);
             let s = label(t);
-            draw_text(&mut img, &s, left as i64 - 8 * s.len() as i64 - 6, py(t) as i64 - 4, INK);
+            draw_text(
+                &mut img,
+                &s,
+                left as i64 - 8 * s.len() as i64 - 6,
+                py(t) as i64 - 4,
+                INK,
+            );
         }
         for t in ticks(x0, x1) {
             line(&mut img, (px(t), top), (px(t), bottom), GRID, false);
             let s = label(t);
-            draw_text(&mut img, &s, px(t) as i64 - 4 * s.len() as i64, bottom as i64 + 8, INK);
+            draw_text(
+                &mut img,
+                &s,
+                px(t) as i64 - 4 * s.len() as i64,
+                bottom as i64 + 8,
+                INK,
+            );
         }
         line(&mut img, (left, top), (left, bottom), INK, false);
         line(&mut img, (left, bottom), (right, bottom), INK, false);
         for (k, s) in self.series.iter().enumerate() {
             let color = Rgb(PALETTE[k % PALETTE.len()]);
             for pair in s.points.windows(2) {
-                line(&mut img, (px(pair[0].0), py(pair[0].1)), (px(pair[1].0), py(pair[1].1)), color, true);
+                line(
+                    &mut img,
+                    (px(pair[0].0), py(pair[0].1)),
+                    (px(pair[1].0), py(pair[1].1)),
+                    color,
+                    true,
+                );
             }
             if s.points.len() == 1 {
                 let (x, y) = (px(s.points[0].0), py(s.points[0].1));
@@ -181,7 +237,13 @@ impl LinePlot {
             }
             let ly = top as i64 + 8 + 14 * k as i64;
             let lx = right as i64 - 8 * s.name.len() as i64 - 40;
-            line(&mut img, (lx as f64, ly as f64 + 3.0), (lx as f64 + 24.0, ly as f64 + 3.0), color, true);
+            line(
+                &mut img,
+                (lx as f64, ly as f64 + 3.0),
+                (lx as f64 + 24.0, ly as f64 + 3.0),
+                color,
+                true,
+            );
             draw_text(&mut img, &s.name, lx + 30, ly, INK);
         }
         let title_x = (w as i64 - 8 * self.title.len() as i64) / 2;

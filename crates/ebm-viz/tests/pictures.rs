@@ -6,27 +6,59 @@ use ebm_viz::{grid_image, save_grid, GridOptions, LinePlot, Series};
 #[test]
 fn grid_places_each_image_and_clamps_values() {
     // Three 1x2x2 images: all 0, all 1, and out-of-range 2.0 (clamped to white).
-    let data: Vec<f32> = [0.0f32; 4].iter().chain(&[1.0; 4]).chain(&[2.0; 4]).copied().collect();
+    let data: Vec<f32> = [0.0f32; 4]
+        .iter()
+        .chain(&[1.0; 4])
+        .chain(&[2.0; 4])
+        .copied()
+        .collect();
     let images = Tensor::from_vec(data, (3, 1, 2, 2), &Device::Cpu).unwrap();
-    let img = grid_image(&images, GridOptions { columns: 2, scale: 1, padding: 1 }).unwrap();
+    let img = grid_image(
+        &images,
+        GridOptions {
+            columns: 2,
+            scale: 1,
+            padding: 1,
+        },
+    )
+    .unwrap();
     // Two columns of (2 + 1) pixels plus the leading pad; two rows.
     assert_eq!((img.width(), img.height()), (7, 7));
     assert_eq!(img.get_pixel(1, 1).0, [0, 0, 0]);
     assert_eq!(img.get_pixel(4, 1).0, [255, 255, 255]);
     assert_eq!(img.get_pixel(1, 4).0, [255, 255, 255]);
     let rgb = Tensor::from_vec(vec![1f32, 0.0, 0.5], (1, 3, 1, 1), &Device::Cpu).unwrap();
-    let img = grid_image(&rgb, GridOptions { columns: 1, scale: 3, padding: 0 }).unwrap();
+    let img = grid_image(
+        &rgb,
+        GridOptions {
+            columns: 1,
+            scale: 3,
+            padding: 0,
+        },
+    )
+    .unwrap();
     assert_eq!((img.width(), img.get_pixel(2, 2).0), (3, [255, 0, 128]));
 }
 
 #[test]
 fn grid_and_plot_errors() {
     let bad = Tensor::zeros((2, 2, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let err = grid_image(&bad, GridOptions::default()).unwrap_err().to_string();
+    let err = grid_image(&bad, GridOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("1 or 3 channels"), "{err}");
     let empty = LinePlot::new("loss", "step", "value", vec![]);
-    assert!(empty.render().unwrap_err().to_string().contains("no points"));
-    let nan = LinePlot::new("loss", "step", "value", vec![Series::from_values("a", &[1.0, f64::NAN])]);
+    assert!(empty
+        .render()
+        .unwrap_err()
+        .to_string()
+        .contains("no points"));
+    let nan = LinePlot::new(
+        "loss",
+        "step",
+        "value",
+        vec![Series::from_values("a", &[1.0, f64::NAN])],
+    );
     assert!(nan.render().unwrap_err().to_string().contains("NaN"));
 }
 
@@ -50,6 +82,11 @@ fn plot_and_grid_write_png_files() {
     let has = |c: [u8; 3]| back.pixels().any(|p| p.0 == c);
     assert!(has([31, 119, 180]) && has([214, 39, 40]));
     let images = Tensor::ones((4, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
-    save_grid(&images, &dir.path().join("grid.png"), GridOptions::default()).unwrap();
+    save_grid(
+        &images,
+        &dir.path().join("grid.png"),
+        GridOptions::default(),
+    )
+    .unwrap();
     assert!(dir.path().join("grid.png").exists());
 }

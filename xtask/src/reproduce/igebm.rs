@@ -56,13 +56,22 @@ impl Recipe {
             dataset: DataSet::FashionMnist.name().into(),
             model,
             train: CdConfig {
-                langevin: LangevinConfig { steps: 10, ..LangevinConfig::igebm() },
-                adam: ebm_train::AdamConfig { lr: 1e-4, ..Default::default() },
+                langevin: LangevinConfig {
+                    steps: 10,
+                    ..LangevinConfig::igebm()
+                },
+                adam: ebm_train::AdamConfig {
+                    lr: 1e-4,
+                    ..Default::default()
+                },
                 ..CdConfig::default()
             },
             batch_size: 64,
             iterations: 1000,
-            eval_langevin: LangevinConfig { steps: 40, ..LangevinConfig::igebm() },
+            eval_langevin: LangevinConfig {
+                steps: 40,
+                ..LangevinConfig::igebm()
+            },
             samples: 100,
             models: vec!["unconditional".into(), "conditional".into()],
         }
@@ -96,7 +105,8 @@ impl Recipe {
 
 /// Runs the experiment with the mode's recipe on the data set found by the resolver.
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    let mut recipe: Recipe = super::apply_overrides(&Recipe::for_mode(options.mode), &options.overrides)?;
+    let mut recipe: Recipe =
+        super::apply_overrides(&Recipe::for_mode(options.mode), &options.overrides)?;
     if let Some(n) = options.iterations {
         recipe.iterations = n;
     }
@@ -104,7 +114,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let explicit = options.data_dir.as_ref().map(|d| d.join(set.name()));
     let train = ebm_data::load(set, Split::Train, explicit.as_deref())?;
     let test = ebm_data::load(set, Split::Test, explicit.as_deref())?;
-    let report = run_recipe(&recipe, &train, &test, set.class_names().map(String::from).to_vec(), options)?;
+    let report = run_recipe(
+        &recipe,
+        &train,
+        &test,
+        set.class_names().map(String::from).to_vec(),
+        options,
+    )?;
     println!("{}", summary_line(&report));
     Ok(())
 }
@@ -131,7 +147,8 @@ fn tail_mean(history: &[StepLog], n: usize, field: impl Fn(&StepLog) -> f64) -> 
 }
 
 fn save_npy(t: &Tensor, path: &Path) -> anyhow::Result<()> {
-    t.write_npy(path).with_context(|| format!("writing {}", path.display()))
+    t.write_npy(path)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Trains both models on `train`, samples them, and writes the report into `options.out`.
@@ -159,10 +176,13 @@ pub fn run_recipe(
     let rows = recipe.samples / classes.max(1);
     for m in &recipe.models {
         if m != "unconditional" && m != "conditional" {
-            anyhow::bail!("unknown model `{m}` in the recipe: use unconditional and/or conditional");
+            anyhow::bail!(
+                "unknown model `{m}` in the recipe: use unconditional and/or conditional"
+            );
         }
     }
-    let total = recipe.models.len() as u64 * (recipe.iterations + recipe.eval_langevin.steps) as u64;
+    let total =
+        recipe.models.len() as u64 * (recipe.iterations + recipe.eval_langevin.steps) as u64;
     let bar = crate::progress::bar(total, options.quiet);
     let mut report = Report::default();
     report.setting("recipe", recipe);
@@ -186,7 +206,11 @@ pub fn run_recipe(
         for _ in 0..recipe.iterations {
             let idx = batches.next_batch(&mut rng).to_vec();
             let x = train.dequantized(&idx, &mut rng, device)?;
-            let y = if conditional { Some(train.labels_tensor(&idx, device)?) } else { None };
+            let y = if conditional {
+                Some(train.labels_tensor(&idx, device)?)
+            } else {
+                None
+            };
             let log = trainer.step(&x, y.as_ref(), &mut rng)?;
             bar.set_message(format!(
                 "{name} step {} loss {:.3} E+ {:.3} E- {:.3}",
@@ -196,7 +220,10 @@ pub fn run_recipe(
         }
         let train_seconds = train_start.elapsed().as_secs_f64();
         let history = trainer.history().to_vec();
-        checkpoint::save(trainer.model(), &out.join(format!("checkpoints/{name}.safetensors")))?;
+        checkpoint::save(
+            trainer.model(),
+            &out.join(format!("checkpoints/{name}.safetensors")),
+        )?;
         plot_curves(&history, name, out)?;
 
         // Pictures: short-run chains from uniform noise, and the replay buffer.
@@ -211,11 +238,26 @@ pub fn run_recipe(
         };
         let mut x0_shape = vec![n];
         x0_shape.extend(shape);
-        let x0 = noise::uniform(&mut rng, x0_shape, 0.0, 1.0, candle_core::DType::F32, device)?;
+        let x0 = noise::uniform(
+            &mut rng,
+            x0_shape,
+            0.0,
+            1.0,
+            candle_core::DType::F32,
+            device,
+        )?;
         let run = sampler.run(&Conditioned::new(&frozen, labels.as_ref()), &x0, &mut rng)?;
         bar.inc(recipe.eval_langevin.steps as u64);
-        let grid = GridOptions { columns: rows.max(1), scale: 2, padding: 2 };
-        save_grid(&run.samples, &out.join(format!("{name}_samples_noise.png")), grid)?;
+        let grid = GridOptions {
+            columns: rows.max(1),
+            scale: 2,
+            padding: 2,
+        };
+        save_grid(
+            &run.samples,
+            &out.join(format!("{name}_samples_noise.png")),
+            grid,
+        )?;
         save_npy(&run.samples, &out.join(format!("{name}_samples_noise.npy")))?;
         if let Some(l) = &labels {
             std::fs::write(
@@ -223,7 +265,9 @@ pub fn run_recipe(
                 serde_json::to_string(&l.to_vec1::<u32>()?)?,
             )?;
         }
-        let buffer = trainer.buffer().context("the recipe trains with a replay buffer")?;
+        let buffer = trainer
+            .buffer()
+            .context("the recipe trains with a replay buffer")?;
         let buffered = if conditional {
             let per_class = (0..classes as u32)
                 .map(|c| buffer.recent_of_label(c, rows, device))
@@ -233,16 +277,31 @@ pub fn run_recipe(
         } else {
             buffer.recent(n, device)?.0
         };
-        save_grid(&buffered, &out.join(format!("{name}_samples_buffer.png")), grid)?;
+        save_grid(
+            &buffered,
+            &out.join(format!("{name}_samples_buffer.png")),
+            grid,
+        )?;
         save_npy(&buffered, &out.join(format!("{name}_samples_buffer.npy")))?;
 
         // Energies of held-out data against uniform noise: the model should prefer data.
         let probe: Vec<usize> = (0..test.len().min(500)).collect();
         let x_test = test.tensor(&probe, device)?;
-        let y_test = if conditional { Some(test.labels_tensor(&probe, device)?) } else { None };
+        let y_test = if conditional {
+            Some(test.labels_tensor(&probe, device)?)
+        } else {
+            None
+        };
         let mut noise_shape = vec![probe.len()];
         noise_shape.extend(shape);
-        let x_noise = noise::uniform(&mut rng, noise_shape, 0.0, 1.0, candle_core::DType::F32, device)?;
+        let x_noise = noise::uniform(
+            &mut rng,
+            noise_shape,
+            0.0,
+            1.0,
+            candle_core::DType::F32,
+            device,
+        )?;
         let mean_energy = |x: &Tensor, y: Option<&Tensor>| -> anyhow::Result<f64> {
             Ok(frozen.forward(x, y)?.mean_all()?.to_scalar::<f32>()? as f64)
         };
@@ -261,7 +320,10 @@ pub fn run_recipe(
         report.metric(format!("{name}_energy_uniform_noise"), e_noise);
         report.metric(format!("{name}_train_seconds"), train_seconds);
         report.metric(format!("{name}_seconds_per_sampler_step"), sps);
-        report.metric(format!("{name}_parameters"), trainer.model().params().num_scalars() as f64);
+        report.metric(
+            format!("{name}_parameters"),
+            trainer.model().params().num_scalars() as f64,
+        );
         md_rows.push(vec![
             name.to_string(),
             format!("{loss:.4}"),
@@ -348,5 +410,7 @@ fn plot_curves(history: &[StepLog], name: &str, out: &Path) -> anyhow::Result<()
 }
 
 fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

@@ -47,16 +47,16 @@ where
 {
     let mut value = serde_json::to_value(recipe)?;
     for o in overrides {
-        let (path, raw) = o
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("override `{o}` is not of the form path.to.field=value"))?;
-        let new: serde_json::Value =
-            serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+        let (path, raw) = o.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("override `{o}` is not of the form path.to.field=value")
+        })?;
+        let new: serde_json::Value = serde_json::from_str(raw)
+            .unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
         let mut slot = &mut value;
         for key in path.split('.') {
-            slot = slot
-                .get_mut(key)
-                .ok_or_else(|| anyhow::anyhow!("override `{o}`: the recipe has no field `{path}`"))?;
+            slot = slot.get_mut(key).ok_or_else(|| {
+                anyhow::anyhow!("override `{o}`: the recipe has no field `{path}`")
+            })?;
         }
         *slot = new;
     }
