@@ -21,10 +21,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Benchmarks.
+    /// Benchmarks: `bench --vs-pytorch` for the comparison table, or one workload.
     Bench {
+        /// Every workload on both sides, a table, and the canonical ratio last.
+        #[arg(long)]
+        vs_pytorch: bool,
+        /// The Python with torch for the PyTorch side.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Create target/bench-venv with torch from PyPI first.
+        #[arg(long)]
+        setup_python: bool,
         #[command(subcommand)]
-        which: BenchTask,
+        which: Option<BenchTask>,
     },
     /// Download data sets from their official addresses into the cache, checking SHA-256.
     Download {
@@ -89,6 +98,30 @@ enum BenchTask {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// One contrastive-divergence iteration: prints `iterations/s: N` last.
+    Train {
+        /// Images per batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Langevin steps per iteration.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Network width.
+        #[arg(long, default_value_t = 32)]
+        width: usize,
+        /// Image height and width.
+        #[arg(long, default_value_t = 28)]
+        size: usize,
+        /// Image channels.
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
+    },
+    /// The latent-prior MLP Langevin step, batch 100: prints `steps/s: N` last.
+    Latent {
+        /// Timed steps.
+        #[arg(long, default_value_t = 200)]
+        steps: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -103,26 +136,31 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
-        Task::Bench {
-            which:
-                BenchTask::Langevin {
-                    batch,
-                    steps,
-                    width,
-                    size,
-                    channels,
-                    device,
-                },
-        } => {
-            let w = xtask::bench::Workload {
-                batch,
-                channels,
-                size,
-                width,
-                steps,
-            };
-            let rate = xtask::bench::langevin(w, &xtask::device(&device)?)?;
-            println!("image-steps/s: {rate:.1}");
+        Task::Bench { vs_pytorch, python, setup_python, which } => {
+            use xtask::bench;
+            let peak = || bench::peak_rss_mib().map(|m| println!("peak-rss-mib: {m:.0}"));
+            match which {
+                _ if vs_pytorch => bench::vs_pytorch(python.as_deref(), setup_python)?,
+                Some(BenchTask::Langevin { batch, steps, width, size, channels, device }) => {
+                    let w = bench::Workload { batch, channels, size, width, steps };
+                    let rate = bench::langevin(w, &xtask::device(&device)?)?;
+                    println!("gflop/s: {:.1}", rate * bench::flops_per_image_step(w) / 1e9);
+                    peak();
+                    println!("image-steps/s: {rate:.1}");
+                }
+                Some(BenchTask::Train { batch, steps, width, size, channels }) => {
+                    let w = bench::Workload { batch, channels, size, width, steps };
+                    let rate = bench::train(w, &candle_core::Device::Cpu)?;
+                    peak();
+                    println!("iterations/s: {rate:.3}");
+                }
+                Some(BenchTask::Latent { steps }) => {
+                    let rate = bench::latent(steps, &candle_core::Device::Cpu)?;
+                    peak();
+                    println!("steps/s: {rate:.1}");
+                }
+                None => anyhow::bail!("name a workload (langevin, train, latent) or pass --vs-pytorch"),
+            }
         }
         Task::Download { datasets, dir } => {
             for name in datasets {
