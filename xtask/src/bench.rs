@@ -120,7 +120,14 @@ pub fn train(w: Workload, device: &Device) -> anyhow::Result<f64> {
         ..CdConfig::default()
     };
     let mut trainer = CdTrainer::new(model, config)?;
-    let data = noise::uniform(&mut rng, (w.batch, w.channels, w.size, w.size), 0.0, 1.0, DType::F32, device)?;
+    let data = noise::uniform(
+        &mut rng,
+        (w.batch, w.channels, w.size, w.size),
+        0.0,
+        1.0,
+        DType::F32,
+        device,
+    )?;
     trainer.step(&data, None, &mut rng)?;
     let iterations = 3;
     let start = Instant::now();
@@ -144,7 +151,13 @@ pub fn latent(steps: usize, device: &Device) -> anyhow::Result<f64> {
     let mut rng = seeded_rng(0);
     let mlp = Mlp::new(&MlpConfig::latent_prior(100), device, &mut rng)?.frozen()?;
     let energy = WithGaussian(mlp);
-    let config = LangevinConfig { step_size: 0.08, noise_scale: 0.4, steps: 2, grad_clip: None, clamp: None };
+    let config = LangevinConfig {
+        step_size: 0.08,
+        noise_scale: 0.4,
+        steps: 2,
+        grad_clip: None,
+        clamp: None,
+    };
     let z0 = noise::normal(&mut rng, (100, 100), DType::F32, device)?;
     let warm = Langevin::new(config.clone())?.run(&energy, &z0, &mut rng)?;
     let timed = Langevin::new(config.with_steps(steps))?;
@@ -166,17 +179,26 @@ pub struct Measured {
 fn parse(output: &std::process::Output, what: &str) -> anyhow::Result<Measured> {
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
-        anyhow::bail!("{what} failed: {}{}", text, String::from_utf8_lossy(&output.stderr));
+        anyhow::bail!(
+            "{what} failed: {}{}",
+            text,
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let value = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<f64>().ok()))
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
     };
     let rate = ["image-steps/s:", "iterations/s:", "steps/s:"]
         .iter()
         .find_map(|k| value(k))
         .ok_or_else(|| anyhow::anyhow!("{what} printed no rate:\n{text}"))?;
-    Ok(Measured { rate, peak_mib: value("peak-rss-mib:") })
+    Ok(Measured {
+        rate,
+        peak_mib: value("peak-rss-mib:"),
+    })
 }
 
 /// The Python that runs the PyTorch side: `--python`, else `$EBM_PYTHON`, else the venv made by
@@ -205,11 +227,24 @@ fn bench_venv() -> std::path::PathBuf {
 /// Creates `target/bench-venv` with PyTorch (CPU wheels) from PyPI.
 pub fn setup_python() -> anyhow::Result<std::path::PathBuf> {
     let venv = bench_venv();
-    let status = std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv).status()?;
-    anyhow::ensure!(status.success(), "python3 -m venv {} failed", venv.display());
+    let status = std::process::Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "python3 -m venv {} failed",
+        venv.display()
+    );
     let pip = venv.join("bin/pip");
-    let status = std::process::Command::new(&pip).args(["install", "--quiet", "torch", "numpy"]).status()?;
-    anyhow::ensure!(status.success(), "{} install torch failed (needs PyPI)", pip.display());
+    let status = std::process::Command::new(&pip)
+        .args(["install", "--quiet", "torch", "numpy"])
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "{} install torch failed (needs PyPI)",
+        pip.display()
+    );
     Ok(venv.join("bin/python"))
 }
 
@@ -217,7 +252,11 @@ pub fn setup_python() -> anyhow::Result<std::path::PathBuf> {
 /// its own process; prints a table and, last, the canonical ratio.
 pub fn vs_pytorch(python: Option<&std::path::Path>, setup: bool) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
-    let python = if setup { Some(setup_python()?) } else { find_python(python) };
+    let python = if setup {
+        Some(setup_python()?)
+    } else {
+        find_python(python)
+    };
     if python.is_none() {
         println!(
             "PyTorch is absent (no Python that can `import torch`): only this project's side is measured. \
@@ -228,7 +267,10 @@ pub fn vs_pytorch(python: Option<&std::path::Path>, setup: bool) -> anyhow::Resu
     let exe = std::env::current_exe()?;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_workload.py");
     let ours = |args: &[&str]| -> anyhow::Result<Measured> {
-        let out = std::process::Command::new(&exe).arg("bench").args(args).output()?;
+        let out = std::process::Command::new(&exe)
+            .arg("bench")
+            .args(args)
+            .output()?;
         parse(&out, &format!("xtask bench {}", args.join(" ")))
     };
     let torch = |args: &[&str]| -> anyhow::Result<Option<Measured>> {
@@ -242,20 +284,37 @@ pub fn vs_pytorch(python: Option<&std::path::Path>, setup: bool) -> anyhow::Resu
     };
     let sized = |w: Workload| {
         vec![
-            "--batch".to_string(), w.batch.to_string(),
-            "--channels".into(), w.channels.to_string(),
-            "--size".into(), w.size.to_string(),
-            "--width".into(), w.width.to_string(),
-            "--steps".into(), w.steps.to_string(),
+            "--batch".to_string(),
+            w.batch.to_string(),
+            "--channels".into(),
+            w.channels.to_string(),
+            "--size".into(),
+            w.size.to_string(),
+            "--width".into(),
+            w.width.to_string(),
+            "--steps".into(),
+            w.steps.to_string(),
         ]
     };
     let strs = |v: &[String]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut rows = Vec::new();
     let mut canonical_ratio = None;
     for (name, what, w) in [
-        ("Langevin, canonical (B 128, 3x32x32, width 64)", "langevin", Workload::CANONICAL),
-        ("Langevin, small (B 64, 1x28x28, width 32)", "langevin", Workload::SMALL),
-        ("CD iteration, small (20 steps + update)", "train", Workload::SMALL),
+        (
+            "Langevin, canonical (B 128, 3x32x32, width 64)",
+            "langevin",
+            Workload::CANONICAL,
+        ),
+        (
+            "Langevin, small (B 64, 1x28x28, width 32)",
+            "langevin",
+            Workload::SMALL,
+        ),
+        (
+            "CD iteration, small (20 steps + update)",
+            "train",
+            Workload::SMALL,
+        ),
     ] {
         let args = strs(&sized(w));
         let mut a: Vec<&str> = vec![what];
@@ -276,7 +335,13 @@ pub fn vs_pytorch(python: Option<&std::path::Path>, setup: bool) -> anyhow::Resu
     println!("| workload | this project | PyTorch | ratio | GFLOP/s (of ~300) | peak MiB (ours / PyTorch) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mib = |m: Option<f64>| m.map_or("?".into(), |v| format!("{v:.0}"));
-    let rate = |r: f64| if r < 10.0 { format!("{r:.3}") } else { format!("{r:.1}") };
+    let rate = |r: f64| {
+        if r < 10.0 {
+            format!("{r:.3}")
+        } else {
+            format!("{r:.1}")
+        }
+    };
     for (name, o, t, gflops) in &rows {
         println!(
             "| {name} | {} | {} | {} | {} | {} / {} |",

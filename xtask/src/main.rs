@@ -136,20 +136,53 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
-        Task::Bench { vs_pytorch, python, setup_python, which } => {
+        Task::Bench {
+            vs_pytorch,
+            python,
+            setup_python,
+            which,
+        } => {
             use xtask::bench;
             let peak = || bench::peak_rss_mib().map(|m| println!("peak-rss-mib: {m:.0}"));
             match which {
                 _ if vs_pytorch => bench::vs_pytorch(python.as_deref(), setup_python)?,
-                Some(BenchTask::Langevin { batch, steps, width, size, channels, device }) => {
-                    let w = bench::Workload { batch, channels, size, width, steps };
+                Some(BenchTask::Langevin {
+                    batch,
+                    steps,
+                    width,
+                    size,
+                    channels,
+                    device,
+                }) => {
+                    let w = bench::Workload {
+                        batch,
+                        channels,
+                        size,
+                        width,
+                        steps,
+                    };
                     let rate = bench::langevin(w, &xtask::device(&device)?)?;
-                    println!("gflop/s: {:.1}", rate * bench::flops_per_image_step(w) / 1e9);
+                    println!(
+                        "gflop/s: {:.1}",
+                        rate * bench::flops_per_image_step(w) / 1e9
+                    );
                     peak();
                     println!("image-steps/s: {rate:.1}");
                 }
-                Some(BenchTask::Train { batch, steps, width, size, channels }) => {
-                    let w = bench::Workload { batch, channels, size, width, steps };
+                Some(BenchTask::Train {
+                    batch,
+                    steps,
+                    width,
+                    size,
+                    channels,
+                }) => {
+                    let w = bench::Workload {
+                        batch,
+                        channels,
+                        size,
+                        width,
+                        steps,
+                    };
                     let rate = bench::train(w, &candle_core::Device::Cpu)?;
                     peak();
                     println!("iterations/s: {rate:.3}");
@@ -159,7 +192,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     peak();
                     println!("steps/s: {rate:.1}");
                 }
-                None => anyhow::bail!("name a workload (langevin, train, latent) or pass --vs-pytorch"),
+                None => {
+                    anyhow::bail!("name a workload (langevin, train, latent) or pass --vs-pytorch")
+                }
             }
         }
         Task::Download { datasets, dir } => {
