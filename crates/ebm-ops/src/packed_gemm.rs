@@ -65,17 +65,21 @@ pub fn available() -> bool {
     }
 }
 
-/// `out [O, P] = bias + W · col [K, P]` (`bias` broadcast along rows, zero when absent).
-/// Returns false, touching nothing, when the CPU lacks AVX-512.
+/// `out [O, n] = bias + W · col [K, n]` (`bias` broadcast along rows, zero when absent), `col`
+/// row-major with rows of `n`, `out` with rows `out_stride` apart (`>= n`). Returns false,
+/// touching nothing, when the CPU lacks AVX-512.
 pub fn conv_gemm(
     w: &PackedWeights,
     col: &[f32],
-    p: usize,
+    n: usize,
     bias: Option<&[f32]>,
     out: &mut [f32],
+    out_stride: usize,
 ) -> bool {
     assert!(
-        col.len() >= w.depth * p && out.len() >= w.rows * p,
+        out_stride >= n
+            && col.len() >= w.depth * n
+            && out.len() >= (w.rows.max(1) - 1) * out_stride + n,
         "conv_gemm: slices too short"
     );
     if let Some(b) = bias {
@@ -85,7 +89,7 @@ pub fn conv_gemm(
     if available() {
         // SAFETY: the CPU has AVX-512F (checked above) and the slices cover every index the
         // kernel touches (asserted above: K x P of col, O x P of out, O of bias).
-        unsafe { kernel(w, col, p, bias, out) };
+        unsafe { kernel(w, col, n, bias, out, out_stride) };
         return true;
     }
     false
@@ -93,7 +97,14 @@ pub fn conv_gemm(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel(w: &PackedWeights, col: &[f32], p: usize, bias: Option<&[f32]>, out: &mut [f32]) {
+unsafe fn kernel(
+    w: &PackedWeights,
+    col: &[f32],
+    p: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    out_stride: usize,
+) {
     // SAFETY: see conv_gemm; every pointer offset stays inside the asserted lengths.
     unsafe {
         use std::arch::x86_64::*;
@@ -137,7 +148,7 @@ unsafe fn kernel(w: &PackedWeights, col: &[f32], p: usize, bias: Option<&[f32]>,
                 for r in 0..MR {
                     let row = panel * MR + r;
                     if row < rows {
-                        let o = out.add(row * p + j);
+                        let o = out.add(row * out_stride + j);
                         _mm512_mask_storeu_ps(o, m0, acc[r][0]);
                         _mm512_mask_storeu_ps(o.add(16), m1, acc[r][1]);
                         _mm512_mask_storeu_ps(o.add(32), m2, acc[r][2]);
@@ -179,7 +190,8 @@ mod tests {
                 &col,
                 p,
                 Some(&bias),
-                &mut out
+                &mut out,
+                p
             ));
             for r in 0..o {
                 for c in 0..p {
