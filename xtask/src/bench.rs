@@ -147,6 +147,13 @@ pub fn latent(steps: usize, device: &Device) -> anyhow::Result<f64> {
             let e = self.0.energy(z)?;
             Ok((e + (z.sqr()?.sum(1)? * 0.5)?)?)
         }
+        fn energy_and_grad(
+            &self,
+            z: &candle_core::Tensor,
+        ) -> ebm_core::Result<(candle_core::Tensor, candle_core::Tensor)> {
+            let (e, g) = self.0.energy_and_grad(z)?;
+            Ok(((e + (z.sqr()?.sum(1)? * 0.5)?)?, (g + z)?))
+        }
     }
     let mut rng = seeded_rng(0);
     let mlp = Mlp::new(&MlpConfig::latent_prior(100), device, &mut rng)?.frozen()?;

@@ -17,6 +17,7 @@
 pub mod checkpoint;
 mod error;
 mod fused;
+mod fused_mlp;
 mod igebm;
 mod layers;
 mod mlp;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::fused_mlp::{HostDense, HostMlp};
 use crate::layers::{Activation, Dense, Init};
 use crate::{Error, ParamStore, Result, Trainable};
 
@@ -53,6 +54,8 @@ pub struct Mlp {
     config: MlpConfig,
     params: ParamStore,
     layers: Vec<Dense>,
+    /// The fused CPU path of a frozen f32 model on the CPU.
+    host: Option<std::sync::Arc<HostMlp>>,
 }
 
 impl Mlp {
@@ -96,6 +99,7 @@ impl Mlp {
             config: config.clone(),
             params,
             layers,
+            host: None,
         })
     }
 
@@ -104,16 +108,36 @@ impl Mlp {
         &self.config
     }
 
-    /// A copy with detached weights, for sampling.
+    /// A copy with detached weights, for sampling. On the CPU in f32 it also carries the
+    /// weights on the host for the fused pass of [`ebm_core::Energy::energy_and_grad`].
     pub fn frozen(&self) -> Result<Self> {
+        let layers: Vec<Dense> = self.layers.iter().map(|l| l.frozen()).collect::<Result<_>>()?;
+        let w0 = layers[0].raw_weight();
+        let host = if w0.device().is_cpu() && w0.dtype() == DType::F32 {
+            let host_layers = layers
+                .iter()
+                .map(|l| {
+                    let (out, inp) = l.raw_weight().dims2()?;
+                    Ok(HostDense::new(
+                        l.raw_weight().flatten_all()?.to_vec1::<f32>()?,
+                        l.raw_bias().to_vec1::<f32>()?,
+                        out,
+                        inp,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(std::sync::Arc::new(HostMlp {
+                layers: host_layers,
+                activation: self.config.activation,
+            }))
+        } else {
+            None
+        };
         Ok(Self {
             config: self.config.clone(),
             params: ParamStore::new(),
-            layers: self
-                .layers
-                .iter()
-                .map(|l| l.frozen())
-                .collect::<Result<_>>()?,
+            layers,
+            host,
         })
     }
 
@@ -147,6 +171,29 @@ impl ebm_core::Energy for Mlp {
             Error::Candle(c) => ebm_core::Error::Candle(c),
             other => ebm_core::Error::invalid("MLP", other.to_string()),
         })
+    }
+
+    fn energy_and_grad(&self, x: &Tensor) -> ebm_core::Result<(Tensor, Tensor)> {
+        match &self.host {
+            Some(host) if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                let dims = x.dims();
+                let per_sample: usize = dims.iter().skip(1).product();
+                if dims.len() < 2 || dims[0] == 0 || per_sample != self.config.input_dim {
+                    return Err(ebm_core::Error::Shape {
+                        what: "MLP energy input".into(),
+                        expected: format!("[batch >= 1, {}]", self.config.input_dim),
+                        got: dims.to_vec(),
+                    });
+                }
+                let values = x.flatten_all()?.to_vec1::<f32>()?;
+                let (e, g) = host.energy_and_grad(&values);
+                Ok((
+                    Tensor::from_vec(e, dims[0], x.device())?,
+                    Tensor::from_vec(g, x.shape(), x.device())?,
+                ))
+            }
+            _ => ebm_core::autograd_energy_and_grad(|x| self.energy(x), x),
+        }
     }
 
     fn sample_shape(&self) -> Option<Vec<usize>> {

@@ -324,6 +324,33 @@ pub fn conv_image<T: Real>(
     }
 }
 
+/// `out [rows, n] = bias + W [rows, depth] · x [depth, n]`, all row-major: a dense layer on
+/// activations stored feature-major (one column per sample). `packed` is `W` packed by
+/// [`Real::pack`] when available.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_wx<T: Real>(
+    w: &[T],
+    packed: Option<&PackedWeights>,
+    bias: Option<&[T]>,
+    rows: usize,
+    depth: usize,
+    x: &[T],
+    n: usize,
+    out: &mut [T],
+) {
+    if let Some(pw) = packed {
+        if T::packed_gemm(pw, x, n, bias, out, n) {
+            return;
+        }
+    }
+    if let Some(bias) = bias {
+        for (o, &b) in bias.iter().enumerate() {
+            out[o * n..(o + 1) * n].fill(b);
+        }
+    }
+    matmul(rows, n, depth, out, n, bias.is_some(), w, x, n as isize, 1, false);
+}
+
 /// The unfolded band of a convolution is kept under this size (the core's L2 holds it).
 const COL_BLOCK_BYTES: usize = 384 * 1024;
 

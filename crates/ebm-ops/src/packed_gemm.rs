@@ -105,57 +105,82 @@ unsafe fn kernel(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    // SAFETY: see conv_gemm; every pointer offset stays inside the asserted lengths.
+    let (col, out) = (col.as_ptr(), out.as_mut_ptr());
+    let mut j = 0;
+    while j < p {
+        let width = (p - j).min(NR);
+        // SAFETY: see conv_gemm; tiles stay inside the asserted lengths. A narrow last tile
+        // uses as many 16-lane vectors as it needs, not three.
+        unsafe {
+            match width.div_ceil(16) {
+                1 => tile::<1>(w, col, p, j, width, bias, out, out_stride),
+                2 => tile::<2>(w, col, p, j, width, bias, out, out_stride),
+                _ => tile::<3>(w, col, p, j, width, bias, out, out_stride),
+            }
+        }
+        j += NR;
+    }
+}
+
+/// One column tile of `width <= 16 V` columns starting at `j`, every row panel.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const V: usize>(
+    w: &PackedWeights,
+    col: *const f32,
+    p: usize,
+    j: usize,
+    width: usize,
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees that K rows of `p` columns of `col`, and `rows` rows of
+    // `out_stride` of `out`, are readable and writable from column `j` over `width` columns;
+    // masked loads and stores touch nothing past `width`.
     unsafe {
-        use std::arch::x86_64::*;
         let (rows, depth) = (w.rows, w.depth);
-        let panels = rows.div_ceil(MR);
-        let col = col.as_ptr();
-        let out = out.as_mut_ptr();
-        let mut j = 0;
-        while j < p {
-            let width = (p - j).min(NR);
-            let mask = |offset: usize| -> __mmask16 {
-                let n = width.saturating_sub(offset).min(16);
-                ((1u32 << n) - 1) as __mmask16
-            };
-            let (m0, m1, m2) = (mask(0), mask(16), mask(32));
-            for panel in 0..panels {
-                let wp = w.data.as_ptr().add(panel * depth * MR);
-                let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-                if let Some(b) = bias {
-                    for r in 0..MR {
-                        let row = panel * MR + r;
-                        if row < rows {
-                            let v = _mm512_set1_ps(*b.get_unchecked(row));
-                            acc[r] = [v, v, v];
-                        }
-                    }
-                }
-                for k in 0..depth {
-                    let c = col.add(k * p + j);
-                    let v0 = _mm512_maskz_loadu_ps(m0, c);
-                    let v1 = _mm512_maskz_loadu_ps(m1, c.add(16));
-                    let v2 = _mm512_maskz_loadu_ps(m2, c.add(32));
-                    let wk = wp.add(k * MR);
-                    for r in 0..MR {
-                        let s = _mm512_set1_ps(*wk.add(r));
-                        acc[r][0] = _mm512_fmadd_ps(s, v0, acc[r][0]);
-                        acc[r][1] = _mm512_fmadd_ps(s, v1, acc[r][1]);
-                        acc[r][2] = _mm512_fmadd_ps(s, v2, acc[r][2]);
-                    }
-                }
-                for r in 0..MR {
+        let mut masks = [0 as __mmask16; V];
+        for (v, m) in masks.iter_mut().enumerate() {
+            let n = width.saturating_sub(16 * v).min(16);
+            *m = ((1u32 << n) - 1) as __mmask16;
+        }
+        for panel in 0..rows.div_ceil(MR) {
+            let wp = w.data.as_ptr().add(panel * depth * MR);
+            let mut acc = [[_mm512_setzero_ps(); V]; MR];
+            if let Some(b) = bias {
+                for (r, a) in acc.iter_mut().enumerate() {
                     let row = panel * MR + r;
                     if row < rows {
-                        let o = out.add(row * out_stride + j);
-                        _mm512_mask_storeu_ps(o, m0, acc[r][0]);
-                        _mm512_mask_storeu_ps(o.add(16), m1, acc[r][1]);
-                        _mm512_mask_storeu_ps(o.add(32), m2, acc[r][2]);
+                        *a = [_mm512_set1_ps(*b.get_unchecked(row)); V];
                     }
                 }
             }
-            j += NR;
+            for k in 0..depth {
+                let c = col.add(k * p + j);
+                let mut v = [_mm512_setzero_ps(); V];
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x = _mm512_maskz_loadu_ps(masks[i], c.add(16 * i));
+                }
+                let wk = wp.add(k * MR);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let s = _mm512_set1_ps(*wk.add(r));
+                    for i in 0..V {
+                        a[i] = _mm512_fmadd_ps(s, v[i], a[i]);
+                    }
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let row = panel * MR + r;
+                if row < rows {
+                    let o = out.add(row * out_stride + j);
+                    for i in 0..V {
+                        _mm512_mask_storeu_ps(o.add(16 * i), masks[i], a[i]);
+                    }
+                }
+            }
         }
     }
 }

@@ -134,6 +134,24 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `out[i] = max(x[i], 0.2 x[i])`, leaky ReLU with slope 0.2.
+    pub fn leaky_relu(x: &[f32], out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v.max(0.2 * v);
+        }
+    }
+}
+
+multiversion! {
+    /// `g[i] *= 1` where `x[i] > 0`, else `0.2`: the leaky ReLU's gradient.
+    pub fn mul_leaky_relu_grad(g: &mut [f32], x: &[f32]) {
+        for (o, &v) in g.iter_mut().zip(x) {
+            *o *= if v > 0.0 { 1.0 } else { 0.2 };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
