@@ -95,7 +95,16 @@ impl HostMlp {
         let mut pre: Vec<Vec<f32>> = Vec::with_capacity(self.layers.len());
         for (l, layer) in self.layers.iter().enumerate() {
             let mut h = vec![0f32; layer.outputs * n];
-            matmul_wx(&layer.weight, layer.packed.as_ref(), Some(&layer.bias), layer.outputs, layer.inputs, &a, n, &mut h);
+            matmul_wx(
+                &layer.weight,
+                layer.packed.as_ref(),
+                Some(&layer.bias),
+                layer.outputs,
+                layer.inputs,
+                &a,
+                n,
+                &mut h,
+            );
             if l < last {
                 let mut next = vec![0f32; h.len()];
                 act_forward(self.activation, &h, &mut next);
@@ -109,7 +118,16 @@ impl HostMlp {
         let mut g = vec![1f32; n];
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let mut g_in = vec![0f32; layer.inputs * n];
-            matmul_wx(&layer.weight_t, layer.packed_t.as_ref(), None, layer.inputs, layer.outputs, &g, n, &mut g_in);
+            matmul_wx(
+                &layer.weight_t,
+                layer.packed_t.as_ref(),
+                None,
+                layer.inputs,
+                layer.outputs,
+                &g,
+                n,
+                &mut g_in,
+            );
             if l > 0 {
                 act_backward(self.activation, &pre[l - 1], &mut g_in);
             }

@@ -111,7 +111,11 @@ impl Mlp {
     /// A copy with detached weights, for sampling. On the CPU in f32 it also carries the
     /// weights on the host for the fused pass of [`ebm_core::Energy::energy_and_grad`].
     pub fn frozen(&self) -> Result<Self> {
-        let layers: Vec<Dense> = self.layers.iter().map(|l| l.frozen()).collect::<Result<_>>()?;
+        let layers: Vec<Dense> = self
+            .layers
+            .iter()
+            .map(|l| l.frozen())
+            .collect::<Result<_>>()?;
         let w0 = layers[0].raw_weight();
         let host = if w0.device().is_cpu() && w0.dtype() == DType::F32 {
             let host_layers = layers

@@ -348,7 +348,19 @@ pub fn matmul_wx<T: Real>(
             out[o * n..(o + 1) * n].fill(b);
         }
     }
-    matmul(rows, n, depth, out, n, bias.is_some(), w, x, n as isize, 1, false);
+    matmul(
+        rows,
+        n,
+        depth,
+        out,
+        n,
+        bias.is_some(),
+        w,
+        x,
+        n as isize,
+        1,
+        false,
+    );
 }
 
 /// The unfolded band of a convolution is kept under this size (the core's L2 holds it).
