@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Igebm, IgebmConfig, Mlp, MlpConfig, Result, Trainable};
+use crate::{Classifier, ClassifierConfig, Error, Igebm, IgebmConfig, Mlp, MlpConfig, Result, Trainable};
 
 /// A model that can be saved and rebuilt from its config.
 pub trait Checkpoint: Trainable + Sized {
@@ -41,6 +41,17 @@ impl Checkpoint for Mlp {
     }
     fn build(config: &MlpConfig, device: &Device) -> Result<Self> {
         Mlp::new(config, device, &mut ebm_core::seeded_rng(0))
+    }
+}
+
+impl Checkpoint for Classifier {
+    type Config = ClassifierConfig;
+    const KIND: &'static str = "classifier";
+    fn checkpoint_config(&self) -> &ClassifierConfig {
+        self.config()
+    }
+    fn build(config: &ClassifierConfig, device: &Device) -> Result<Self> {
+        Classifier::new(config, device, &mut ebm_core::seeded_rng(0))
     }
 }
 

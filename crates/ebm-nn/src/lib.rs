@@ -5,6 +5,8 @@
 //!   normalisation by power iteration with persistent vectors, and optional class-conditional
 //!   gain and bias per class.
 //! - [`Mlp`]: a fully connected energy, e.g. the latent-space prior of Pang et al. 2020.
+//! - [`Classifier`]: a small convolutional classifier whose penultimate features give the
+//!   domain FID of `ebm-eval` (a network trained on the data set itself).
 //!
 //! Both implement [`ebm_core::Energy`] (and [`ebm_core::LabelledEnergy`] when conditional),
 //! keep their trainable tensors in a [`ParamStore`], and save checkpoints as safetensors with
@@ -15,6 +17,7 @@
 //! its backward then computes the input gradient and nothing else.
 
 pub mod checkpoint;
+mod classifier;
 mod error;
 mod fused;
 mod fused_mlp;
@@ -23,6 +26,7 @@ mod layers;
 mod mlp;
 mod params;
 
+pub use classifier::{cross_entropy, log_softmax, Classifier, ClassifierConfig};
 pub use error::{Error, Result};
 pub use igebm::{BlockConfig, Igebm, IgebmConfig};
 pub use layers::{one_hot, Activation, ClassTable, Conv, Dense, Init, SpectralNorm};
