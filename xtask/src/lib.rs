@@ -1,12 +1,14 @@
 //! The project's tasks, as a library so that tests can run them at tiny sizes:
 //!
 //! - [`download`]: fetch a data set from its official address and check its SHA-256;
+//! - [`classifier`]: the domain classifier whose features give the domain FID;
 //! - [`reproduce`]: run a paper's experiments and write a report (tables, sample grids,
 //!   curves, checkpoints, `.npy` samples) under `results/<experiment>/`.
 //!
 //! The command-line front end is `src/main.rs` (`cargo xtask --help`).
 
 pub mod bench;
+pub mod classifier;
 pub mod download;
 pub mod progress;
 pub mod report;

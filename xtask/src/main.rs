@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! cargo xtask download <data set>...        fetch official files, check SHA-256
+//! cargo xtask train-classifier              the domain classifier of a data set (domain FID)
+//!                       [--dataset fashion-mnist] [--out results/classifiers] [--iterations N]
 //! cargo xtask reproduce [experiment]        run experiments (all when none is named)
 //!                       [--quick|--full] [--out DIR] [--seed N] [--device cpu|cuda|metal]
 //! ```
@@ -43,6 +45,27 @@ enum Task {
         /// Download into this folder instead of the cache.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Train the domain classifier of a data set (its features give the domain FID) and save it.
+    TrainClassifier {
+        /// fashion-mnist, mnist or mnist-10k.
+        #[arg(long, default_value = "fashion-mnist")]
+        dataset: String,
+        /// Where classifiers are kept (the experiments look in results/classifiers).
+        #[arg(long, default_value = "results/classifiers")]
+        out: PathBuf,
+        /// Adam steps (default: the recipe's 1000).
+        #[arg(long)]
+        iterations: Option<usize>,
+        /// Seed of the initial weights and the batch order.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Read data sets from this folder before the usual places.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// cpu, cuda or metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Reproduce a paper's experiments and write a report.
     Reproduce {
@@ -204,6 +227,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}: {}", set.name(), dir.display());
             }
         }
+        Task::TrainClassifier {
+            dataset,
+            out,
+            iterations,
+            seed,
+            data_dir,
+            device,
+        } => {
+            use xtask::classifier::{save, train, ClassifierRecipe};
+            let set = DataSet::from_name(&dataset)?;
+            let explicit = data_dir.as_ref().map(|d| d.join(set.name()));
+            let train_set = ebm_data::load(set, ebm_data::Split::Train, explicit.as_deref())?;
+            let test_set = ebm_data::load(set, ebm_data::Split::Test, explicit.as_deref())?;
+            let mut recipe = ClassifierRecipe::mnist_like();
+            recipe.seed = seed;
+            if let Some(n) = iterations {
+                recipe.iterations = n;
+            }
+            let device = xtask::device(&device)?;
+            let (model, record) =
+                train(&recipe, set.name(), &train_set, &test_set, &device, false)?;
+            let path = save(&model, &record, &out)?;
+            println!("saved: {}", path.display());
+            println!("train seconds: {:.1}", record.train_seconds);
+            println!("test accuracy: {:.4}", record.test_accuracy);
+        }
         Task::Reproduce {
             experiment,
             quick: _,
@@ -232,6 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     data_dir: data_dir.clone(),
                     iterations,
                     overrides: overrides.clone(),
+                    classifier_dir: out.join("classifiers"),
                     quiet: false,
                 };
                 reproduce::run(&name, &options)?;

@@ -26,6 +26,7 @@ fn options(out: &std::path::Path, mode: Mode) -> Options {
         data_dir: None,
         iterations: None,
         overrides: vec![],
+        classifier_dir: out.join("classifiers"),
         quiet: true,
     }
 }
@@ -41,7 +42,22 @@ fn shrink(mut recipe: Recipe, width: usize) -> Recipe {
     recipe.train.replay_capacity = Some(16);
     recipe.eval_langevin.steps = 2;
     recipe.samples = 20;
+    tiny_eval(&mut recipe);
     recipe
+}
+
+/// Evaluation tables at a size that runs in seconds.
+fn tiny_eval(recipe: &mut Recipe) {
+    let ev = &mut recipe.eval;
+    ev.ood_images = 12;
+    ev.restore_images = 4;
+    ev.restore_langevin.steps = 2;
+    ev.fid_samples = 4;
+    ev.fid_reference = 8;
+    ev.classifier.iterations = 3;
+    ev.classifier.batch_size = 8;
+    ev.classifier.model.widths = vec![4, 4];
+    ev.classifier.model.feature_dim = 6;
 }
 
 #[test]
@@ -57,13 +73,16 @@ fn quick_recipe_writes_the_whole_report() {
     recipe.train.langevin.steps = 2;
     recipe.eval_langevin.steps = 2;
     recipe.samples = 20;
+    tiny_eval(&mut recipe);
     let train = synthetic(40, [1, 28, 28], 1);
     let test = synthetic(20, [1, 28, 28], 2);
+    let digits = synthetic(10, [1, 28, 28], 3);
     let names = (0..10).map(|i| format!("class {i}")).collect();
     let report = run_recipe(
         &recipe,
         &train,
         &test,
+        &digits,
         names,
         &options(dir.path(), Mode::Quick),
     )
@@ -75,6 +94,8 @@ fn quick_recipe_writes_the_whole_report() {
             "samples_buffer.png",
             "energies.png",
             "loss.png",
+            "inpaint.png",
+            "denoise.png",
         ] {
             assert!(
                 dir.path().join(format!("{name}_{file}")).is_file(),
@@ -126,8 +147,51 @@ fn quick_recipe_writes_the_whole_report() {
     assert!(
         json["unconditional_loss"].is_number() && json["config"]["recipe"]["model"].is_object()
     );
+    for key in [
+        "ood_auroc_mnist",
+        "ood_auroc_uniform",
+        "ood_auroc_constant",
+        "ood_auroc_vflip",
+        "inpaint_mse_corrupted",
+        "inpaint_mse_restored",
+        "denoise_mse_corrupted",
+        "denoise_mse_restored",
+        "fid_domain_samples",
+        "fid_domain_noise",
+        "fid_domain_real",
+    ] {
+        let v = json[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("report.json lacks {key}"));
+        assert!(v.is_finite(), "{key} = {v}");
+        if key.starts_with("ood_auroc") {
+            assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+        } else {
+            assert!(v >= -1e-9, "{key} = {v}");
+        }
+    }
+    // The masked half is uniform noise against images of uniform bytes: MSE about 1/6.
+    let corrupted = json["inpaint_mse_corrupted"].as_f64().unwrap();
+    assert!((corrupted - 1.0 / 6.0).abs() < 0.03, "{corrupted}");
+    // The classifier is cached for the next experiment.
+    assert!(dir
+        .path()
+        .join("classifiers/fashion-mnist.safetensors")
+        .is_file());
+    assert!(dir
+        .path()
+        .join("classifiers/fashion-mnist.training.json")
+        .is_file());
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
-    assert!(md.contains("What differs from the paper"));
+    for section in [
+        "What differs from the paper",
+        "Out-of-distribution detection",
+        "Inpainting and denoising",
+        "Domain FID",
+        "not the Inception FID",
+    ] {
+        assert!(md.contains(section), "report.md lacks {section}");
+    }
 }
 
 /// The paper's CIFAR-10 recipe (ResNet32 shape, 60-step sampler settings, replay buffer) built
@@ -155,17 +219,21 @@ fn full_recipe_builds_at_tiny_size_and_trains_one_iteration() {
     recipe.iterations = 1;
     recipe.models = vec!["unconditional".into()];
     let train = synthetic(16, [3, 32, 32], 5);
-    let test = synthetic(8, [3, 32, 32], 6);
+    let test = synthetic(12, [3, 32, 32], 6);
+    // Grey 28x28 digits are fitted to the colour 32x32 model for the OOD table.
+    let digits = synthetic(6, [1, 28, 28], 7);
     let names = (0..10).map(|i| i.to_string()).collect();
     let report = run_recipe(
         &recipe,
         &train,
         &test,
+        &digits,
         names,
         &options(dir.path(), Mode::Full),
     )
     .unwrap();
     assert!(report.metrics["unconditional_loss"].is_finite());
+    assert!(report.metrics["ood_auroc_mnist"].is_finite());
     let model: Igebm = checkpoint::load(
         &dir.path().join("checkpoints/unconditional.safetensors"),
         &Device::Cpu,
@@ -209,6 +277,7 @@ fn a_data_set_the_model_does_not_take_is_an_error() {
     let wrong = synthetic(8, [3, 32, 32], 1);
     let err = run_recipe(
         &recipe,
+        &wrong,
         &wrong,
         &wrong,
         vec![],

@@ -2,6 +2,9 @@
 //! by contrastive divergence with a replay buffer, then sampled by short-run Langevin from noise
 //! and shown from the buffer.
 //!
+//! Then the evaluation tables (see [`super::igebm_eval`]): out-of-distribution AUROCs,
+//! inpainting and denoising, and the domain FID of samples with its baselines.
+//!
 //! `--quick` trains small models on Fashion-MNIST 28x28 on a CPU; `--full` holds the paper's
 //! CIFAR-10 recipe (ResNet32, 60 steps of size 10, noise 0.005, clip 0.01, batch 128).
 
@@ -18,7 +21,9 @@ use ebm_train::{CdConfig, CdTrainer, Conditioned, StepLog};
 use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
 use serde::{Deserialize, Serialize};
 
+use super::igebm_eval::{self, EvalData, EvalRecipe, OOD_SETS, PAPER_OOD};
 use super::{Mode, Options};
+use crate::classifier::{load_or_train, DomainFid};
 use crate::report::{table, Report};
 
 /// Everything that defines an IGEBM run.
@@ -41,6 +46,8 @@ pub struct Recipe {
     pub samples: usize,
     /// Which models to train: `unconditional`, `conditional` or both.
     pub models: Vec<String>,
+    /// The evaluation tables.
+    pub eval: EvalRecipe,
 }
 
 impl Recipe {
@@ -74,6 +81,7 @@ impl Recipe {
             },
             samples: 100,
             models: vec!["unconditional".into(), "conditional".into()],
+            eval: EvalRecipe::mnist_like(),
         }
     }
 
@@ -91,6 +99,7 @@ impl Recipe {
             eval_langevin: LangevinConfig::igebm(),
             samples: 100,
             models: vec!["unconditional".into(), "conditional".into()],
+            eval: EvalRecipe::cifar_like(),
         }
     }
 
@@ -114,10 +123,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let explicit = options.data_dir.as_ref().map(|d| d.join(set.name()));
     let train = ebm_data::load(set, Split::Train, explicit.as_deref())?;
     let test = ebm_data::load(set, Split::Test, explicit.as_deref())?;
+    let digits = load_digits(options)?;
     let report = run_recipe(
         &recipe,
         &train,
         &test,
+        &digits,
         set.class_names().map(String::from).to_vec(),
         options,
     )?;
@@ -125,17 +136,44 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The out-of-distribution digits: `mnist-10k`'s test split, else MNIST's test split.
+fn load_digits(options: &Options) -> anyhow::Result<ImageSet> {
+    let explicit = |set: DataSet| options.data_dir.as_ref().map(|d| d.join(set.name()));
+    match ebm_data::load(
+        DataSet::Mnist10k,
+        Split::Test,
+        explicit(DataSet::Mnist10k).as_deref(),
+    ) {
+        Ok(set) => Ok(set),
+        Err(first) => ebm_data::load(
+            DataSet::Mnist,
+            Split::Test,
+            explicit(DataSet::Mnist).as_deref(),
+        )
+        .with_context(|| {
+            format!("the OOD table needs MNIST digits (mnist-10k or mnist); mnist-10k: {first}")
+        }),
+    }
+}
+
 /// The last line printed: the headline numbers.
 pub fn summary_line(report: &Report) -> String {
     let m = |k: &str| report.metrics.get(k).copied().unwrap_or(f64::NAN);
     format!(
-        "igebm: unconditional E+ {:.4} E- {:.4} loss {:.4}; conditional E+ {:.4} E- {:.4} loss {:.4}; {:.0} s",
+        "igebm: unconditional E+ {:.4} E- {:.4} loss {:.4}; conditional E+ {:.4} E- {:.4} loss {:.4}; OOD AUROC mnist {:.3} uniform {:.3} constant {:.3} vflip {:.3}; domain FID samples {:.2} noise {:.2} real {:.2}; {:.0} s",
         m("unconditional_energy_pos"),
         m("unconditional_energy_neg"),
         m("unconditional_loss"),
         m("conditional_energy_pos"),
         m("conditional_energy_neg"),
         m("conditional_loss"),
+        m("ood_auroc_mnist"),
+        m("ood_auroc_uniform"),
+        m("ood_auroc_constant"),
+        m("ood_auroc_vflip"),
+        m("fid_domain_samples"),
+        m("fid_domain_noise"),
+        m("fid_domain_real"),
         m("wall_seconds"),
     )
 }
@@ -156,6 +194,7 @@ pub fn run_recipe(
     recipe: &Recipe,
     train: &ImageSet,
     test: &ImageSet,
+    digits: &ImageSet,
     class_names: Vec<String>,
     options: &Options,
 ) -> anyhow::Result<Report> {
@@ -181,6 +220,36 @@ pub fn run_recipe(
             );
         }
     }
+    let ev = &recipe.eval;
+    if ev.fid_reference + ev.fid_samples > test.len() || ev.fid_samples < 2 {
+        anyhow::bail!(
+            "the domain FID needs fid_reference + fid_samples = {} test images (fid_samples >= 2), the test set has {}",
+            ev.fid_reference + ev.fid_samples,
+            test.len()
+        );
+    }
+    // The domain classifier (cached), and the FID reference and held-out real baseline.
+    let classifier = load_or_train(
+        &ev.classifier,
+        &recipe.dataset,
+        train,
+        test,
+        &options.classifier_dir,
+        device,
+        options.quiet,
+    )?;
+    let reference = test.tensor(&(0..ev.fid_reference).collect::<Vec<_>>(), device)?;
+    let fid = DomainFid::new(&classifier.model, &reference)?;
+    let held_out: Vec<usize> = (ev.fid_reference..ev.fid_reference + ev.fid_samples).collect();
+    let fid_real = fid.distance(&test.tensor(&held_out, device)?)?;
+    let eval_data = EvalData {
+        recipe: ev,
+        test,
+        digits,
+        fid: &fid,
+        device,
+    };
+
     let total =
         recipe.models.len() as u64 * (recipe.iterations + recipe.eval_langevin.steps) as u64;
     let bar = crate::progress::bar(total, options.quiet);
@@ -192,6 +261,7 @@ pub fn run_recipe(
     report.setting("threads", rayon_threads());
 
     let mut md_rows = Vec::new();
+    let mut evals: Vec<(&str, igebm_eval::ModelEval)> = Vec::new();
     for (name, conditional) in [("unconditional", false), ("conditional", true)] {
         if !recipe.models.iter().any(|m| m == name) {
             continue;
@@ -308,6 +378,38 @@ pub fn run_recipe(
         let e_test = mean_energy(&x_test, y_test.as_ref())?;
         let e_noise = mean_energy(&x_noise, y_test.as_ref())?;
 
+        bar.set_message(format!("{name}: evaluation tables"));
+        let evaluation = igebm_eval::evaluate(
+            name,
+            &frozen,
+            &eval_data,
+            &recipe.eval_langevin,
+            out,
+            &mut rng,
+        )?;
+        for (key, auroc) in &evaluation.ood_auroc {
+            report.metric(format!("{name}_ood_auroc_{key}"), *auroc);
+        }
+        report.metric(
+            format!("{name}_inpaint_mse_corrupted"),
+            evaluation.inpaint_mse.0,
+        );
+        report.metric(
+            format!("{name}_inpaint_mse_restored"),
+            evaluation.inpaint_mse.1,
+        );
+        report.metric(
+            format!("{name}_denoise_mse_corrupted"),
+            evaluation.denoise_mse.0,
+        );
+        report.metric(
+            format!("{name}_denoise_mse_restored"),
+            evaluation.denoise_mse.1,
+        );
+        report.metric(format!("{name}_fid_domain_samples"), evaluation.fid_samples);
+        report.metric(format!("{name}_fid_domain_noise"), evaluation.fid_noise);
+        evals.push((name, evaluation));
+
         let tail = (recipe.iterations / 10).max(1);
         let loss = tail_mean(&history, tail, |l| l.loss);
         let e_pos = tail_mean(&history, tail, |l| l.energy_pos);
@@ -336,6 +438,19 @@ pub fn run_recipe(
         ]);
     }
     bar.finish_and_clear();
+    // The headline keys come from the unconditional model when it was trained.
+    let (_, headline) = evals.first().context("the recipe trains no model")?;
+    for (key, auroc) in &headline.ood_auroc {
+        report.metric(format!("ood_auroc_{key}"), *auroc);
+    }
+    report.metric("inpaint_mse_corrupted", headline.inpaint_mse.0);
+    report.metric("inpaint_mse_restored", headline.inpaint_mse.1);
+    report.metric("denoise_mse_corrupted", headline.denoise_mse.0);
+    report.metric("denoise_mse_restored", headline.denoise_mse.1);
+    report.metric("fid_domain_samples", headline.fid_samples);
+    report.metric("fid_domain_noise", headline.fid_noise);
+    report.metric("fid_domain_real", fid_real);
+    report.metric("classifier_test_accuracy", classifier.record.test_accuracy);
     let wall = start.elapsed().as_secs_f64();
     report.metric("wall_seconds", wall);
 
@@ -364,6 +479,90 @@ pub fn run_recipe(
         recipe.eval_langevin.noise_scale,
         recipe.eval_langevin.grad_clip,
         class_names.join(", ")
+    ));
+    let ood_rows: Vec<Vec<String>> = OOD_SETS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, title))| {
+            let mut row = vec![format!("{} vs {title}", recipe.dataset)];
+            row.extend(
+                evals
+                    .iter()
+                    .map(|(_, e)| format!("{:.3}", e.ood_auroc[i].1)),
+            );
+            row
+        })
+        .collect();
+    let mut ood_header = vec!["in vs out"];
+    ood_header.extend(evals.iter().map(|(n, _)| *n));
+    report.section(format!(
+        "## Out-of-distribution detection\n\nAUROC of the score -E (the conditional model: -min over classes of E(x, y)), {} test images against {} of each other set; 0.5 is chance.\n\n{}\n\
+         The paper's CIFAR-10 values (Du & Mordatch 2019, table 3), for comparison of the pattern only (another data set and a far larger model): {}. \
+         MNIST digits play the part of SVHN (another data set); constant images and uniform noise are the same tests.",
+        ev.ood_images.min(test.len()),
+        ev.ood_images,
+        table(&ood_header, &ood_rows),
+        PAPER_OOD
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let restore_rows: Vec<Vec<String>> = evals
+        .iter()
+        .map(|(n, e)| {
+            vec![
+                n.to_string(),
+                format!("{:.4}", e.inpaint_mse.0),
+                format!("{:.4}", e.inpaint_mse.1),
+                format!("{:.4}", e.denoise_mse.0),
+                format!("{:.4}", e.denoise_mse.1),
+            ]
+        })
+        .collect();
+    report.section(format!(
+        "## Inpainting and denoising\n\n{} test images. Inpainting: the lower half replaced by uniform noise and restored by {} Langevin steps over the masked pixels only (MSE over the masked half).          Denoising: {:.0}% of the pixels set to 0 or 1 (salt and pepper), restored by the same sampler over all pixels (MSE over all pixels). The conditional model is given the true labels.\n\n{}\n\
+         Rows: original, corrupted, restored. Inpainting: {}; denoising: {}.",
+        ev.restore_images.min(test.len()),
+        ev.restore_langevin.steps,
+        100.0 * ev.salt_pepper,
+        table(
+            &["model", "inpaint MSE corrupted", "inpaint MSE restored", "denoise MSE corrupted", "denoise MSE restored"],
+            &restore_rows
+        ),
+        evals.iter().map(|(n, _)| format!("![]({n}_inpaint.png)")).collect::<Vec<_>>().join(" "),
+        evals.iter().map(|(n, _)| format!("![]({n}_denoise.png)")).collect::<Vec<_>>().join(" "),
+    ));
+    let mut fid_rows: Vec<Vec<String>> = evals
+        .iter()
+        .map(|(n, e)| {
+            vec![
+                format!(
+                    "{n} samples ({} Langevin steps from noise)",
+                    recipe.eval_langevin.steps
+                ),
+                format!("{:.2}", e.fid_samples),
+            ]
+        })
+        .collect();
+    fid_rows.push(vec![
+        "uniform noise (where the chains start)".into(),
+        format!("{:.2}", headline.fid_noise),
+    ]);
+    fid_rows.push(vec![
+        "held-out real test images".into(),
+        format!("{fid_real:.2}"),
+    ]);
+    report.section(format!(
+        "## Domain FID\n\nFrechet distance between {} images and {} test images in the {}-d feature space of a classifier trained on {} itself ({} test accuracy {:.4}; `{}`).          **This is a domain FID, not the Inception FID of the literature**: compare it only with the baselines beside it.\n\n{}",
+        ev.fid_samples,
+        ev.fid_reference,
+        ev.classifier.model.feature_dim,
+        recipe.dataset,
+        recipe.dataset,
+        classifier.record.test_accuracy,
+        classifier.path.display(),
+        table(&["images", "domain FID"], &fid_rows)
     ));
     report.section(format!(
         "## What differs from the paper\n\nThe paper trains ResNet energies on CIFAR-10 (32x32 colour), 60 Langevin steps per iteration, batch 128, for many GPU-days. \

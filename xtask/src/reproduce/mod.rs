@@ -2,6 +2,7 @@
 //! a report under `results/<experiment>/` (or `--out`).
 
 pub mod igebm;
+pub mod igebm_eval;
 
 use std::path::PathBuf;
 
@@ -32,6 +33,8 @@ pub struct Options {
     pub iterations: Option<usize>,
     /// Overrides of recipe fields, `path.to.field=value` (value as JSON, else a string).
     pub overrides: Vec<String>,
+    /// Where domain classifiers are cached (`results/classifiers`).
+    pub classifier_dir: PathBuf,
     /// Hide the progress bar (tests).
     pub quiet: bool,
 }
