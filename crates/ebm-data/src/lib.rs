@@ -7,9 +7,11 @@
 //!   `EBM_DATA_DIR`, then `/usr/share/datasets`, then the download cache), with an error that
 //!   says how to get it when it is nowhere;
 //! - [`ImageSet`]: images and labels in memory, turned into `[B, C, H, W]` tensors in [0, 1],
-//!   in seeded shuffled batches.
+//!   in seeded shuffled batches;
+//! - [`scenes`]: procedurally generated scenes of coloured shapes with labelled attributes, drawn
+//!   from a seed (a stand-in for the MuJoCo scenes of Du, Li & Mordatch 2020).
 //!
-//! This crate reads files; downloading is `cargo xtask download`'s job.
+//! This crate reads files and generates scenes; downloading is `cargo xtask download`'s job.
 
 pub mod catalog;
 pub mod cifar;
@@ -17,6 +19,7 @@ mod error;
 pub mod idx;
 mod images;
 pub mod resolve;
+pub mod scenes;
 
 pub use catalog::{DataSet, Split};
 pub use error::{Error, Result};

@@ -17,6 +17,15 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A set of weights does not fit the network it is loaded into (a missing tensor, a wrong
+    /// shape, an unknown name, a non-finite value).
+    #[error("{origin}: {problem}")]
+    Weights {
+        /// Where the weights came from (a file name, or "the given tensors").
+        origin: String,
+        /// What is wrong, naming the tensors.
+        problem: String,
+    },
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

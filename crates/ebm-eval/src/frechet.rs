@@ -24,7 +24,9 @@ impl FeatureStats {
             )));
         }
         if features.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Input("the features contain NaN or infinite values".into()));
+            return Err(Error::Input(
+                "the features contain NaN or infinite values".into(),
+            ));
         }
         let x = DMatrix::from_row_slice(n, d, features);
         let mu = x.row_mean().transpose();
@@ -57,9 +59,12 @@ fn trace_sqrt_product(a: &DMatrix<f64>, b: &DMatrix<f64>) -> (f64, f64) {
     let a_half = &eig.eigenvectors * DMatrix::from_diagonal(&root) * eig.eigenvectors.transpose();
     let m = &a_half * b * &a_half;
     let m = (&m + m.transpose()) * 0.5;
-    let values = SymmetricEigen::new(m).eigenvalues;
+    let values = m.symmetric_eigenvalues();
     let most_negative = values.iter().copied().fold(0.0, f64::min);
-    (values.iter().map(|v| v.max(0.0).sqrt()).sum(), most_negative)
+    (
+        values.iter().map(|v| v.max(0.0).sqrt()).sum(),
+        most_negative,
+    )
 }
 
 /// `||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr sqrtm(S1 S2)`, in f64, as pytorch-fid's
@@ -76,7 +81,9 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
     }
     for (name, s) in [("first", a), ("second", b)] {
         if s.mu.iter().chain(s.sigma.iter()).any(|v| !v.is_finite()) {
-            return Err(Error::Input(format!("the {name} statistics contain NaN or infinite values")));
+            return Err(Error::Input(format!(
+                "the {name} statistics contain NaN or infinite values"
+            )));
         }
     }
     let diff = &a.mu - &b.mu;
@@ -88,7 +95,12 @@ pub fn frechet_distance(a: &FeatureStats, b: &FeatureStats) -> Result<f64> {
             return Err(Error::Numerical("the square root of the covariance product is not finite, even with 1e-6 added to the diagonals".into()));
         }
     }
-    let scale = a.sigma.diagonal().amax().max(b.sigma.diagonal().amax()).max(1e-300);
+    let scale = a
+        .sigma
+        .diagonal()
+        .amax()
+        .max(b.sigma.diagonal().amax())
+        .max(1e-300);
     if most_negative < -1e-3 * scale * scale {
         return Err(Error::Numerical(format!(
             "the covariance product has an eigenvalue of {most_negative:e}: its square root has a large imaginary component"

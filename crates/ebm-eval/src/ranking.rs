@@ -2,8 +2,15 @@
 
 use crate::{Error, Result};
 
-/// Checks the input and returns `(is_positive, score)` pairs sorted by decreasing score.
-fn sorted<L: PartialEq + Copy>(labels: &[L], scores: &[f64], positive: L) -> Result<(Vec<(bool, f64)>, usize, usize)> {
+/// Rows as `(is_positive, score)` sorted by decreasing score, with the class counts.
+struct Ranked {
+    pairs: Vec<(bool, f64)>,
+    positives: usize,
+    negatives: usize,
+}
+
+/// Checks the input and ranks it.
+fn sorted<L: PartialEq + Copy>(labels: &[L], scores: &[f64], positive: L) -> Result<Ranked> {
     if labels.len() != scores.len() {
         return Err(Error::Input(format!(
             "{} labels but {} scores",
@@ -12,12 +19,18 @@ fn sorted<L: PartialEq + Copy>(labels: &[L], scores: &[f64], positive: L) -> Res
         )));
     }
     if labels.is_empty() {
-        return Err(Error::Input("no rows: the metric needs at least one positive and one negative".into()));
+        return Err(Error::Input(
+            "no rows: the metric needs at least one positive and one negative".into(),
+        ));
     }
     if let Some(i) = scores.iter().position(|s| s.is_nan()) {
         return Err(Error::Input(format!("score {i} is NaN")));
     }
-    let mut pairs: Vec<(bool, f64)> = labels.iter().zip(scores).map(|(&l, &s)| (l == positive, s)).collect();
+    let mut pairs: Vec<(bool, f64)> = labels
+        .iter()
+        .zip(scores)
+        .map(|(&l, &s)| (l == positive, s))
+        .collect();
     let pos = pairs.iter().filter(|(p, _)| *p).count();
     let neg = pairs.len() - pos;
     if pos == 0 || neg == 0 {
@@ -26,7 +39,11 @@ fn sorted<L: PartialEq + Copy>(labels: &[L], scores: &[f64], positive: L) -> Res
         )));
     }
     pairs.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Ok((pairs, pos, neg))
+    Ok(Ranked {
+        pairs,
+        positives: pos,
+        negatives: neg,
+    })
 }
 
 /// Runs of equal scores in a descending-sorted list: `(true positives, false positives)` added
@@ -54,7 +71,11 @@ fn groups(pairs: &[(bool, f64)]) -> Vec<(usize, usize)> {
 /// Area under the ROC curve, `labels[i] == positive` marking the positive class; higher
 /// scores mean "more positive". Equal to scikit-learn's `roc_auc_score`.
 pub fn roc_auc<L: PartialEq + Copy>(labels: &[L], scores: &[f64], positive: L) -> Result<f64> {
-    let (pairs, pos, neg) = sorted(labels, scores, positive)?;
+    let Ranked {
+        pairs,
+        positives: pos,
+        negatives: neg,
+    } = sorted(labels, scores, positive)?;
     // Trapezoids between successive distinct thresholds, in counts; normalised at the end.
     let (mut tp, mut fp, mut area) = (0usize, 0usize, 0f64);
     for (dtp, dfp) in groups(&pairs) {
@@ -68,8 +89,16 @@ pub fn roc_auc<L: PartialEq + Copy>(labels: &[L], scores: &[f64], positive: L) -
 
 /// Average precision, `sum_n (R_n - R_{n-1}) P_n` over distinct thresholds in decreasing order,
 /// no interpolation. Equal to scikit-learn's `average_precision_score`.
-pub fn average_precision<L: PartialEq + Copy>(labels: &[L], scores: &[f64], positive: L) -> Result<f64> {
-    let (pairs, pos, _) = sorted(labels, scores, positive)?;
+pub fn average_precision<L: PartialEq + Copy>(
+    labels: &[L],
+    scores: &[f64],
+    positive: L,
+) -> Result<f64> {
+    let Ranked {
+        pairs,
+        positives: pos,
+        ..
+    } = sorted(labels, scores, positive)?;
     let (mut tp, mut fp, mut ap) = (0usize, 0usize, 0f64);
     for (dtp, dfp) in groups(&pairs) {
         tp += dtp;

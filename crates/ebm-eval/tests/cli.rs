@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::Command;
 
 fn ebm_eval(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ebm-eval")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ebm-eval"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -13,7 +16,11 @@ fn ebm_eval(args: &[&str]) -> (bool, String, String) {
 }
 
 fn data(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -51,8 +58,16 @@ fn fid_of_feature_matrices_and_saved_statistics() {
     let dir = tempfile::tempdir().unwrap();
     // Diagonal covariances with known square roots: the closed form |dmu|^2 + sum (sqrt s1 - sqrt s2)^2.
     // Two points per axis at mu +- 1 give variance 2 (unbiased), and +- 2 give 8.
-    let a = Tensor::new(&[[1f64, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], &Device::Cpu).unwrap();
-    let b = Tensor::new(&[[5f64, 3.0], [1.0, 3.0], [3.0, 5.0], [3.0, 1.0]], &Device::Cpu).unwrap();
+    let a = Tensor::new(
+        &[[1f64, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let b = Tensor::new(
+        &[[5f64, 3.0], [1.0, 3.0], [3.0, 5.0], [3.0, 1.0]],
+        &Device::Cpu,
+    )
+    .unwrap();
     let (pa, pb) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
     a.write_npy(&pa).unwrap();
     b.write_npy(&pb).unwrap();
@@ -69,12 +84,26 @@ fn fid_of_feature_matrices_and_saved_statistics() {
     let s1: f64 = 2.0 / 3.0;
     let s2: f64 = 8.0 / 3.0;
     let want = 18.0 + 2.0 * (s1.sqrt() - s2.sqrt()).powi(2);
-    let value: f64 = out.lines().last().unwrap().strip_prefix("fid: ").unwrap().parse().unwrap();
+    let value: f64 = out
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("fid: ")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((value - want).abs() < 1e-9, "{value} vs {want}");
     // The saved statistics give the same distance.
     let (ok, out, err) = ebm_eval(&["fid", stats.to_str().unwrap(), pb.to_str().unwrap()]);
     assert!(ok, "{err}");
-    let again: f64 = out.lines().last().unwrap().strip_prefix("fid: ").unwrap().parse().unwrap();
+    let again: f64 = out
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("fid: ")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((again - want).abs() < 1e-9, "{again} vs {want}");
 }
 
@@ -87,10 +116,22 @@ fn errors_name_the_file_and_the_problem() {
         p.display().to_string()
     };
     let cases = [
-        (write("one_class.csv", "label,score\n1,0.3\n1,0.5\n"), "only one class"),
-        (write("no_score.csv", "label,value\n1,0.3\n0,0.5\n"), "no `score` column"),
-        (write("bad_number.csv", "label,score\n1,abc\n0,0.5\n"), "line 2: score `abc` is not a number"),
-        (write("short.csv", "label,score\n1\n"), "line 2 has 1 fields"),
+        (
+            write("one_class.csv", "label,score\n1,0.3\n1,0.5\n"),
+            "only one class",
+        ),
+        (
+            write("no_score.csv", "label,value\n1,0.3\n0,0.5\n"),
+            "no `score` column",
+        ),
+        (
+            write("bad_number.csv", "label,score\n1,abc\n0,0.5\n"),
+            "line 2: score `abc` is not a number",
+        ),
+        (
+            write("short.csv", "label,score\n1\n"),
+            "line 2 has 1 fields",
+        ),
         (write("empty.csv", ""), "empty file"),
         (write("nan.csv", "label,score\n1,NaN\n0,0.5\n"), "NaN"),
     ];

@@ -31,7 +31,10 @@ fn feats(n: usize, d: usize, a: f64, b: f64) -> FeatureStats {
 }
 
 fn assert_rel(got: f64, want: f64, tol: f64) {
-    assert!((got - want).abs() <= tol * want.abs(), "got {got}, pytorch-fid {want}");
+    assert!(
+        (got - want).abs() <= tol * want.abs(),
+        "got {got}, pytorch-fid {want}"
+    );
 }
 
 #[test]
@@ -59,9 +62,22 @@ fn gaussians_with_commuting_covariances_match_the_closed_form() {
     // Diagonal covariances: |mu1 - mu2|^2 + sum (sqrt(s1) - sqrt(s2))^2.
     let s1 = [1.0, 4.0, 0.25];
     let s2 = [9.0, 1.0, 0.25];
-    let a = FeatureStats::new(DVector::from_vec(vec![0.0, 1.0, 2.0]), DMatrix::from_diagonal(&DVector::from_vec(s1.to_vec()))).unwrap();
-    let b = FeatureStats::new(DVector::from_vec(vec![1.0, 1.0, 0.0]), DMatrix::from_diagonal(&DVector::from_vec(s2.to_vec()))).unwrap();
-    let want = 1.0 + 4.0 + s1.iter().zip(&s2).map(|(x, y)| (x.sqrt() - y.sqrt()).powi(2)).sum::<f64>();
+    let a = FeatureStats::new(
+        DVector::from_vec(vec![0.0, 1.0, 2.0]),
+        DMatrix::from_diagonal(&DVector::from_vec(s1.to_vec())),
+    )
+    .unwrap();
+    let b = FeatureStats::new(
+        DVector::from_vec(vec![1.0, 1.0, 0.0]),
+        DMatrix::from_diagonal(&DVector::from_vec(s2.to_vec())),
+    )
+    .unwrap();
+    let want = 1.0
+        + 4.0
+        + s1.iter()
+            .zip(&s2)
+            .map(|(x, y)| (x.sqrt() - y.sqrt()).powi(2))
+            .sum::<f64>();
     assert_rel(frechet_distance(&a, &b).unwrap(), want, 1e-12);
 }
 
@@ -70,15 +86,24 @@ fn statistics_are_numpy_mean_and_unbiased_covariance() {
     // Rows (1, 2), (3, 6), (5, 4): mean (3, 4); np.cov gives [[4, 2], [2, 4]].
     let s = FeatureStats::from_features(&[1.0, 2.0, 3.0, 6.0, 5.0, 4.0], 3, 2).unwrap();
     assert_eq!(s.mu.as_slice(), &[3.0, 4.0]);
-    assert_eq!(s.sigma, DMatrix::from_row_slice(2, 2, &[4.0, 2.0, 2.0, 4.0]));
+    assert_eq!(
+        s.sigma,
+        DMatrix::from_row_slice(2, 2, &[4.0, 2.0, 2.0, 4.0])
+    );
 }
 
 #[test]
 fn bad_input_is_an_error() {
-    let e = FeatureStats::from_features(&[1.0, 2.0], 1, 2).unwrap_err().to_string();
+    let e = FeatureStats::from_features(&[1.0, 2.0], 1, 2)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at least 2"), "{e}");
-    let e = FeatureStats::from_features(&[1.0, f64::NAN, 3.0, 4.0], 2, 2).unwrap_err().to_string();
+    let e = FeatureStats::from_features(&[1.0, f64::NAN, 3.0, 4.0], 2, 2)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("NaN") || e.contains("finite"), "{e}");
-    let e = frechet_distance(&feats(10, 3, 0.1, 0.2), &feats(10, 4, 0.1, 0.2)).unwrap_err().to_string();
+    let e = frechet_distance(&feats(10, 3, 0.1, 0.2), &feats(10, 4, 0.1, 0.2))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains('3') && e.contains('4'), "{e}");
 }

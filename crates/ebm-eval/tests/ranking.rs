@@ -31,7 +31,10 @@ fn close(a: f64, b: f64) -> bool {
 fn check(name: &str, labels: &[u8], scores: &[f64], auroc: f64, ap: f64) {
     let got_auroc = roc_auc(labels, scores, 1).unwrap();
     let got_ap = average_precision(labels, scores, 1).unwrap();
-    assert!(close(got_auroc, auroc), "{name}: AUROC {got_auroc}, scikit-learn {auroc}");
+    assert!(
+        close(got_auroc, auroc),
+        "{name}: AUROC {got_auroc}, scikit-learn {auroc}"
+    );
     assert!(close(got_ap, ap), "{name}: AP {got_ap}, scikit-learn {ap}");
 }
 
@@ -90,7 +93,13 @@ fn thousand_rounded_scores_from_a_file() {
         scores.push(s.trim().parse::<f64>().unwrap());
     }
     assert_eq!(labels.len(), 1000);
-    check("random_rounded", &labels, &scores, 0.7222771898918477, 0.7250205599544858);
+    check(
+        "random_rounded",
+        &labels,
+        &scores,
+        0.7222771898918477,
+        0.7250205599544858,
+    );
 }
 
 #[test]
