@@ -2,6 +2,7 @@
 //!
 //! - [`download`]: fetch a data set from its official address and check its SHA-256;
 //! - [`classifier`]: the domain classifier whose features give the domain FID;
+//! - [`scenes`]: generated scenes written as PNG files with their labels;
 //! - [`reproduce`]: run a paper's experiments and write a report (tables, sample grids,
 //!   curves, checkpoints, `.npy` samples) under `results/<experiment>/`.
 //!
@@ -13,6 +14,7 @@ pub mod download;
 pub mod progress;
 pub mod report;
 pub mod reproduce;
+pub mod scenes;
 
 /// The compute device named on the command line.
 pub fn device(name: &str) -> anyhow::Result<candle_core::Device> {

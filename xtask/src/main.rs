@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo xtask download <data set>...        fetch official files, check SHA-256
+//! cargo xtask scenes --seed S --count N --out DIR   generated scenes as PNGs + labels.json
 //! cargo xtask train-classifier              the domain classifier of a data set (domain FID)
 //!                       [--dataset fashion-mnist] [--out results/classifiers] [--iterations N]
 //! cargo xtask reproduce [experiment]        run experiments (all when none is named)
@@ -45,6 +46,24 @@ enum Task {
         /// Download into this folder instead of the cache.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Write generated scenes (the compose experiment's data) as PNG files and a labels file.
+    Scenes {
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// How many scenes.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Objects per scene (1 or 2).
+        #[arg(long, default_value_t = 1)]
+        objects: usize,
+        /// The folder to write into.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Train the domain classifier of a data set (its features give the domain FID) and save it.
     TrainClassifier {
@@ -226,6 +245,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let dir = xtask::download::download(set, dir.as_deref())?;
                 println!("{}: {}", set.name(), dir.display());
             }
+        }
+        Task::Scenes {
+            seed,
+            count,
+            size,
+            objects,
+            out,
+        } => {
+            let written = xtask::scenes::write(seed, count, size, objects, &out)?;
+            println!("{count} scenes: {}", written.display());
         }
         Task::TrainClassifier {
             dataset,

@@ -1,6 +1,7 @@
 //! `cargo xtask reproduce [experiment] [--quick|--full]`: each paper's experiments, turned into
 //! a report under `results/<experiment>/` (or `--out`).
 
+pub mod compose;
 pub mod igebm;
 pub mod igebm_eval;
 
@@ -40,7 +41,7 @@ pub struct Options {
 }
 
 /// The experiments that exist, in the order a bare `cargo xtask reproduce` runs them.
-pub const EXPERIMENTS: &[&str] = &["igebm"];
+pub const EXPERIMENTS: &[&str] = &["igebm", "compose"];
 
 /// Applies `path.to.field=value` overrides to a recipe through its JSON form; an unknown
 /// field or a value of the wrong type is an error that names it.
@@ -70,6 +71,7 @@ where
 pub fn run(name: &str, options: &Options) -> anyhow::Result<()> {
     match name {
         "igebm" => igebm::run(options),
+        "compose" => compose::run(options),
         other => anyhow::bail!(
             "unknown experiment `{other}`; known: {}",
             EXPERIMENTS.join(", ")
