@@ -112,7 +112,7 @@ impl Recipe {
             judge: JudgeRecipe {
                 widths: vec![16, 32],
                 feature_dim: 64,
-                iterations: 300,
+                iterations: 400,
                 batch_size: 64,
                 lr: 1e-3,
             },

@@ -521,7 +521,7 @@ pub fn run_recipe(
         })
         .collect();
     report.section(format!(
-        "## Inpainting and denoising\n\n{} test images. Inpainting: the lower half replaced by uniform noise and restored by {} Langevin steps over the masked pixels only (MSE over the masked half).          Denoising: {:.0}% of the pixels set to 0 or 1 (salt and pepper), restored by the same sampler over all pixels (MSE over all pixels). The conditional model is given the true labels.\n\n{}\n\
+        "## Inpainting and denoising\n\n{} test images. Inpainting: the lower half replaced by uniform noise and restored by {} Langevin steps over the masked pixels only (MSE over the masked half). Denoising: {:.0}% of the pixels set to 0 or 1 (salt and pepper), restored by the same sampler over all pixels (MSE over all pixels). The conditional model is given the true labels.\n\n{}\n\
          Rows: original, corrupted, restored. Inpainting: {}; denoising: {}.",
         ev.restore_images.min(test.len()),
         ev.restore_langevin.steps,
@@ -554,7 +554,7 @@ pub fn run_recipe(
         format!("{fid_real:.2}"),
     ]);
     report.section(format!(
-        "## Domain FID\n\nFrechet distance between {} images and {} test images in the {}-d feature space of a classifier trained on {} itself ({} test accuracy {:.4}; `{}`).          **This is a domain FID, not the Inception FID of the literature**: compare it only with the baselines beside it.\n\n{}",
+        "## Domain FID\n\nFrechet distance between {} images and {} test images in the {}-d feature space of a classifier trained on {} itself ({} test accuracy {:.4}; `{}`). **This is a domain FID, not the Inception FID of the literature**: compare it only with the baselines beside it.\n\n{}",
         ev.fid_samples,
         ev.fid_reference,
         ev.classifier.model.feature_dim,
