@@ -56,6 +56,7 @@ impl ClassifierRecipe {
                 widths: vec![64, 128],
                 feature_dim: 256,
                 num_classes: 10,
+                global_pool: false,
             },
             iterations: 5000,
             batch_size: 128,

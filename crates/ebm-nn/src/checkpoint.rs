@@ -8,7 +8,9 @@ use candle_core::{Device, Tensor};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{Classifier, ClassifierConfig, Error, Igebm, IgebmConfig, Mlp, MlpConfig, Result, Trainable};
+use crate::{
+    Classifier, ClassifierConfig, Error, Igebm, IgebmConfig, Mlp, MlpConfig, Result, Trainable,
+};
 
 /// A model that can be saved and rebuilt from its config.
 pub trait Checkpoint: Trainable + Sized {

@@ -11,7 +11,7 @@ use crate::layers::{Conv, Dense, Init};
 use crate::{Error, ParamStore, Result, Trainable};
 
 /// The architecture of a [`Classifier`]: `[conv 3x3 -> swish -> avg-pool 2x2] per width`, then
-/// `dense -> swish` (the features) and `dense` (the logits). Unknown keys are rejected in JSON.
+/// (optionally a global spatial mean) `dense -> swish` (the features) and `dense` (the logits). Unknown keys are rejected in JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
@@ -25,6 +25,10 @@ pub struct ClassifierConfig {
     pub feature_dim: usize,
     /// Number of classes.
     pub num_classes: usize,
+    /// Average the last stage over its spatial positions before the feature layer (translation
+    /// invariant: what a shape classifier wants) instead of flattening it.
+    #[serde(default)]
+    pub global_pool: bool,
 }
 
 impl ClassifierConfig {
@@ -36,6 +40,7 @@ impl ClassifierConfig {
             widths: vec![32, 64],
             feature_dim: 128,
             num_classes: 10,
+            global_pool: false,
         }
     }
 
@@ -64,7 +69,11 @@ impl ClassifierConfig {
     }
 
     fn flat_dim(&self) -> usize {
-        let side = self.image_size >> self.widths.len();
+        let side = if self.global_pool {
+            1
+        } else {
+            self.image_size >> self.widths.len()
+        };
         side * side * self.widths.last().copied().unwrap_or(0)
     }
 }
@@ -81,7 +90,11 @@ pub struct Classifier {
 
 impl Classifier {
     /// A freshly initialised f32 network.
-    pub fn new(config: &ClassifierConfig, device: &Device, rng: &mut dyn rand::RngCore) -> Result<Self> {
+    pub fn new(
+        config: &ClassifierConfig,
+        device: &Device,
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<Self> {
         Self::with_dtype(config, device, DType::F32, rng)
     }
 
@@ -103,11 +116,30 @@ impl Classifier {
         let mut convs = Vec::new();
         let mut in_ch = config.channels;
         for (i, &w) in config.widths.iter().enumerate() {
-            convs.push(Conv::new(&mut init, &format!("convs.{i}"), in_ch, w, 3, false)?);
+            convs.push(Conv::new(
+                &mut init,
+                &format!("convs.{i}"),
+                in_ch,
+                w,
+                3,
+                false,
+            )?);
             in_ch = w;
         }
-        let hidden = Dense::new(&mut init, "hidden", config.flat_dim(), config.feature_dim, false)?;
-        let head = Dense::new(&mut init, "head", config.feature_dim, config.num_classes, false)?;
+        let hidden = Dense::new(
+            &mut init,
+            "hidden",
+            config.flat_dim(),
+            config.feature_dim,
+            false,
+        )?;
+        let head = Dense::new(
+            &mut init,
+            "head",
+            config.feature_dim,
+            config.num_classes,
+            false,
+        )?;
         Ok(Self {
             config: config.clone(),
             params,
@@ -129,7 +161,10 @@ impl Classifier {
         if dims.len() != 4 || dims[0] == 0 || dims[1..] != expected {
             return Err(ebm_core::Error::Shape {
                 what: "classifier input".into(),
-                expected: format!("[batch >= 1, {}, {}, {}]", expected[0], expected[1], expected[2]),
+                expected: format!(
+                    "[batch >= 1, {}, {}, {}]",
+                    expected[0], expected[1], expected[2]
+                ),
                 got: dims.to_vec(),
             }
             .into());
@@ -144,7 +179,11 @@ impl Classifier {
         for conv in &self.convs {
             h = ebm_ops::avg_pool2x2(&ebm_ops::swish(&conv.forward(&h)?)?)?;
         }
-        let h = h.flatten_from(1)?;
+        let h = if self.config.global_pool {
+            h.mean((2, 3))?
+        } else {
+            h.flatten_from(1)?
+        };
         Ok(ebm_ops::swish(&self.hidden.forward(&h)?)?)
     }
 
@@ -162,11 +201,17 @@ impl Classifier {
     pub fn features_batched(&self, x: &Tensor, batch: usize) -> Result<Tensor> {
         let n = x.dim(0)?;
         if batch == 0 {
-            return Err(Error::Config("classifier: batch size must be at least 1".into()));
+            return Err(Error::Config(
+                "classifier: batch size must be at least 1".into(),
+            ));
         }
         let parts = (0..n)
             .step_by(batch)
-            .map(|s| Ok(self.features(&x.narrow(0, s, batch.min(n - s))?.detach())?.detach()))
+            .map(|s| {
+                Ok(self
+                    .features(&x.narrow(0, s, batch.min(n - s))?.detach())?
+                    .detach())
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&parts, 0)?)
     }
@@ -175,14 +220,20 @@ impl Classifier {
     pub fn accuracy(&self, x: &Tensor, labels: &Tensor, batch: usize) -> Result<f64> {
         let n = x.dim(0)?;
         if batch == 0 || n == 0 {
-            return Err(Error::Config("classifier accuracy: no images or batch size 0".into()));
+            return Err(Error::Config(
+                "classifier accuracy: no images or batch size 0".into(),
+            ));
         }
         let mut correct = 0usize;
         for s in (0..n).step_by(batch) {
             let len = batch.min(n - s);
             let pred = self.logits(&x.narrow(0, s, len)?.detach())?.argmax(1)?;
             let y = labels.narrow(0, s, len)?.to_dtype(DType::U32)?;
-            correct += pred.eq(&y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+            correct += pred
+                .eq(&y)?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()? as usize;
         }
         Ok(correct as f64 / n as f64)
     }
