@@ -5,9 +5,11 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use ebm_core::{noise, validate, Energy};
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, Result};
+use crate::sampler::{drive, to_host, ChainState, Kernel, Plan, TraceConfig, Transition};
+use crate::{Error, Result, Sampler, SamplerRun};
 
 /// Hyper-parameters of a Langevin chain. Checked by [`Langevin::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,5 +199,74 @@ impl Langevin {
         shape.extend_from_slice(sample_shape);
         let x0 = noise::uniform(rng, shape, lo, hi, candle_core::DType::F32, device)?;
         self.run(energy, &x0, rng)
+    }
+}
+
+/// Through the trait, a Langevin chain records per-chain energies like every other sampler:
+/// no warm-up, `config.steps` iterations, acceptance 1, and the same samples as
+/// [`Langevin::run`] for the same generator state (the same noise, drawn in the same order).
+/// Unlike [`LangevinRun::energies`], [`SamplerRun::energies`] are those of the final samples,
+/// and a NaN or infinite energy is [`Error::SamplerDiverged`].
+impl Sampler for Langevin {
+    fn name(&self) -> String {
+        "Langevin".into()
+    }
+
+    fn run(&self, energy: &dyn Energy, x0: &Tensor, rng: &mut dyn RngCore) -> Result<SamplerRun> {
+        let plan = Plan {
+            step_size: self.config.step_size,
+            warmup: 0,
+            steps: self.config.steps,
+            adapt: None,
+            trace: TraceConfig::default(),
+        };
+        drive(self, &plan, energy, x0, rng)
+    }
+}
+
+impl Kernel for Langevin {
+    fn kernel_name(&self) -> String {
+        Sampler::name(self)
+    }
+
+    fn transition(
+        &self,
+        energy: &dyn Energy,
+        state: &mut ChainState,
+        step_size: f64,
+        rng: &mut dyn RngCore,
+    ) -> Result<Transition> {
+        let c = &self.config;
+        // The same operations, in the same order, as `run_masked`.
+        let grad = match c.grad_clip {
+            Some(clip) => state.grad.clamp(-clip, clip)?,
+            None => state.grad.clone(),
+        };
+        let mut delta = (grad * (-step_size))?;
+        if c.noise_scale > 0.0 {
+            delta = (delta + (noise::normal_like(rng, &state.x)? * c.noise_scale)?)?;
+        }
+        let mut x = (&state.x + delta)?;
+        if let Some((lo, hi)) = c.clamp {
+            x = x.clamp(lo, hi)?;
+        }
+        let (e, g) = energy.energy_and_grad(&x)?;
+        let e_host = to_host(&e)?;
+        let chains = e_host.len();
+        let diverged = e_host
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| format!("the energy of chain {i}"));
+        let all = vec![true; chains];
+        if diverged.is_none() {
+            state.accept(&all, &x, &e, &e_host, &g)?;
+        }
+        Ok(Transition {
+            accept_prob: vec![1.0; chains],
+            accepted: all,
+            divergent: vec![false; chains],
+            grad_evals: 1,
+            diverged,
+        })
     }
 }
