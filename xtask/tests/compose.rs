@@ -59,12 +59,20 @@ fn quick_recipe_writes_every_experiment_and_metric() {
         "continual_accuracy",
         "heldout_and_accuracy",
         "heldout_joint_baseline_accuracy",
+        "sampler_langevin_accuracy",
+        "sampler_mala_accuracy",
+        "sampler_hmc_accuracy",
     ] {
         let v = json[key]
             .as_f64()
             .unwrap_or_else(|| panic!("report.json lacks {key}"));
         assert!((0.0..=1.0).contains(&v), "{key} = {v}");
     }
+    // MALA and HMC get at least two iterations each (warm-up included) in Langevin's time.
+    assert!(
+        report.metrics["sampler_mala_iterations"] >= 2.0
+            && report.metrics["sampler_hmc_iterations"] >= 2.0
+    );
     let e = report.metrics["infer_position_error"];
     assert!((0.0..=2f64.sqrt()).contains(&e), "{e}");
     // Each experiment's samples, with one request per sample.

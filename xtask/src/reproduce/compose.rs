@@ -18,7 +18,7 @@ use ebm_core::{noise, seeded_rng, LabelledEnergy, Rng};
 use ebm_data::scenes::{
     Attribute, Color, Combination, SceneBatch, SceneConfig, SceneGenerator, Shape, Size,
 };
-use ebm_mcmc::{Langevin, LangevinConfig};
+use ebm_mcmc::{Hmc, HmcConfig, Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
 use ebm_nn::{checkpoint, Classifier, ClassifierConfig, Igebm, IgebmConfig, Trainable};
 use ebm_train::{Adam, AdamConfig, CdConfig, CdTrainer, StepLog};
 use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
@@ -76,6 +76,41 @@ pub struct Recipe {
     pub infer_images: usize,
     /// The attribute judges.
     pub judge: JudgeRecipe,
+    /// The sampler comparison: Langevin against MALA and HMC at the same wall-clock time.
+    pub samplers: SamplerComparison,
+}
+
+/// Langevin, MALA and HMC on one composed energy, each given the wall-clock time the recipe's
+/// Langevin chains take; MALA and HMC adapt their step size to a target acceptance rate in the
+/// first `warmup_fraction` of their iterations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerComparison {
+    /// MALA's starting step size `eta` (proposal noise `sqrt(2 eta)`).
+    pub mala_step_size: f64,
+    /// MALA's target acceptance rate.
+    pub mala_target_accept: f64,
+    /// HMC's starting leapfrog step size.
+    pub hmc_step_size: f64,
+    /// Leapfrog steps per HMC iteration.
+    pub hmc_leapfrog_steps: usize,
+    /// HMC's target acceptance rate.
+    pub hmc_target_accept: f64,
+    /// The share of each budget spent adapting the step size.
+    pub warmup_fraction: f64,
+}
+
+impl Default for SamplerComparison {
+    fn default() -> Self {
+        Self {
+            mala_step_size: 1e-3,
+            mala_target_accept: 0.574,
+            hmc_step_size: 0.03,
+            hmc_leapfrog_steps: 5,
+            hmc_target_accept: 0.8,
+            warmup_fraction: 0.3,
+        }
+    }
 }
 
 impl Recipe {
@@ -121,6 +156,7 @@ impl Recipe {
                 batch_size: 64,
                 lr: 1e-3,
             },
+            samplers: SamplerComparison::default(),
         }
     }
 
@@ -526,9 +562,25 @@ impl Bench<'_> {
         requests: &[(String, Request)],
         rng: &mut Rng,
     ) -> anyhow::Result<Outcome> {
+        let langevin = Langevin::new(self.recipe.eval_langevin.clone())?;
+        self.run_with(
+            name,
+            requests,
+            &|_: &str| Ok(Box::new(langevin.clone()) as Box<dyn Sampler>),
+            rng,
+        )
+    }
+
+    /// [`Bench::run`] with the sampler `make(expression)` returns for each request.
+    fn run_with(
+        &self,
+        name: &str,
+        requests: &[(String, Request)],
+        make: &dyn Fn(&str) -> anyhow::Result<Box<dyn Sampler>>,
+        rng: &mut Rng,
+    ) -> anyhow::Result<Outcome> {
         let r = self.recipe;
         let k = r.samples_per_condition;
-        let sampler = Langevin::new(r.eval_langevin.clone())?;
         let shape = [k, 3, r.image_size, r.image_size];
         let mut all_samples = Vec::new();
         let mut records = Vec::new();
@@ -540,7 +592,11 @@ impl Bench<'_> {
                 .parse(expr)
                 .with_context(|| format!("experiment {name}"))?;
             let x0 = noise::uniform(rng, shape.to_vec(), 0.0, 1.0, DType::F32, self.device)?;
-            let samples = sampler.run(&energy, &x0, rng)?.samples;
+            // MALA and HMC do not clamp: judge their samples in the data range.
+            let samples = make(expr)?
+                .run(&energy, &x0, rng)?
+                .samples
+                .clamp(0.0, 1.0)?;
             for v in self.judges.judge(&samples)? {
                 let checks = request.check(&v, r.position_tolerance);
                 all_ok += checks.iter().all(|(_, ok)| *ok) as usize;
@@ -1070,6 +1126,99 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         bench.run("heldout_joint_baseline", &joint, &mut rng)?,
     ));
 
+    // Samplers at the same wall-clock time on `shape=s & color=c` (seen pairs).
+    let cmp_requests: Vec<(String, Request)> = (0..recipe.conditions.min(4))
+        .map(|_| {
+            let c = *seen_pairs.choose(&mut rng).expect("pairs");
+            (
+                format!("shape={} & color={}", c.shape.name(), c.color.name()),
+                Request {
+                    shape: Some(c.shape),
+                    color: Some(c.color),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let sc = &recipe.samplers;
+    let k = recipe.samples_per_condition;
+    let probe_x0 = noise::uniform(
+        &mut rng,
+        vec![k, 3, recipe.image_size, recipe.image_size],
+        0.0,
+        1.0,
+        DType::F32,
+        device,
+    )?;
+    let probe = concepts.parse(&cmp_requests[0].0)?;
+    let langevin_seconds = Langevin::new(recipe.eval_langevin.clone())?
+        .run(&probe, &probe_x0, &mut rng)?
+        .seconds_per_step
+        * recipe.eval_langevin.steps as f64;
+    let per_iteration = |sampler: &dyn Sampler, rng: &mut Rng| -> anyhow::Result<f64> {
+        Ok(sampler
+            .run(&probe, &probe_x0, rng)?
+            .stats
+            .seconds_per_step())
+    };
+    let mala_pilot = per_iteration(&Mala::new(MalaConfig::new(sc.mala_step_size, 3))?, &mut rng)?;
+    let hmc_pilot = per_iteration(
+        &Hmc::new(HmcConfig::new(sc.hmc_step_size, sc.hmc_leapfrog_steps, 2))?,
+        &mut rng,
+    )?;
+    let split = |total: usize| {
+        let warmup = ((total as f64 * sc.warmup_fraction) as usize).max(1);
+        (warmup, total.saturating_sub(warmup).max(1))
+    };
+    let (mala_warmup, mala_steps) =
+        split((langevin_seconds / mala_pilot).floor().max(2.0) as usize);
+    let (hmc_warmup, hmc_steps) = split((langevin_seconds / hmc_pilot).floor().max(2.0) as usize);
+    let mala = Mala::new(
+        MalaConfig::new(sc.mala_step_size, mala_steps)
+            .with_adaptation(mala_warmup, sc.mala_target_accept),
+    )?;
+    let hmc = Hmc::new(
+        HmcConfig::new(sc.hmc_step_size, sc.hmc_leapfrog_steps, hmc_steps)
+            .with_adaptation(hmc_warmup, sc.hmc_target_accept),
+    )?;
+    let mut sampler_rows = Vec::new();
+    for (name, iterations, outcome) in [
+        (
+            "langevin",
+            recipe.eval_langevin.steps,
+            bench.run("sampler_langevin", &cmp_requests, &mut rng)?,
+        ),
+        (
+            "mala",
+            mala_warmup + mala_steps,
+            bench.run_with(
+                "sampler_mala",
+                &cmp_requests,
+                &|_: &str| Ok(Box::new(mala.clone()) as Box<dyn Sampler>),
+                &mut rng,
+            )?,
+        ),
+        (
+            "hmc",
+            hmc_warmup + hmc_steps,
+            bench.run_with(
+                "sampler_hmc",
+                &cmp_requests,
+                &|_: &str| Ok(Box::new(hmc.clone()) as Box<dyn Sampler>),
+                &mut rng,
+            )?,
+        ),
+    ] {
+        report.metric(format!("sampler_{name}_accuracy"), outcome.all);
+        report.metric(format!("sampler_{name}_iterations"), iterations as f64);
+        sampler_rows.push(vec![
+            name.to_string(),
+            iterations.to_string(),
+            format!("{:.3}", outcome.all),
+            format!("![](sampler_{name}.png)"),
+        ]);
+    }
+
     // 6. Concept inference: the position of an observed object by the cell of lowest energy.
     let observed = everything.sample(recipe.infer_images, &mut rng)?;
     let x = scene_tensor(&observed, device)?;
@@ -1214,6 +1363,19 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         recipe.eval_langevin.grad_clip,
         recipe.position_tolerance,
         table(&["experiment", "expression", "per criterion", "all", "samples", "grid"], &rows)
+    ));
+    report.section(format!(
+        "## Samplers at equal wall-clock time\n\n`shape=s & color=c` for {} seen pairs, {} samples each. Every sampler gets the time {} IGEBM-form Langevin steps take ({langevin_seconds:.2} s per batch);          MALA (start eta {}, target acceptance {}) and HMC ({} leapfrog steps, start step {}, target {}) spend {:.0}% of it adapting the step size by dual averaging. Fraction of samples with both attributes right:\n\n{}",
+        cmp_requests.len(),
+        recipe.samples_per_condition,
+        recipe.eval_langevin.steps,
+        sc.mala_step_size,
+        sc.mala_target_accept,
+        sc.hmc_leapfrog_steps,
+        sc.hmc_step_size,
+        sc.hmc_target_accept,
+        100.0 * sc.warmup_fraction,
+        table(&["sampler", "iterations", "accuracy", "samples"], &sampler_rows)
     ));
     report.section(format!(
         "## Against the paper\n\n| | paper (MuJoCo scenes) | this run |\n| --- | --- | --- |\n\
