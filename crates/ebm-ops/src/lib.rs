@@ -10,6 +10,10 @@
 //!   im2col and the `gemm` crate whose backward computes only the gradients that are asked for
 //!   (the input gradient as a convolution with the flipped kernel). On CUDA and Metal it is
 //!   candle's own `conv2d`.
+//! - [`conv_transpose2d`]: transposed convolution with stride, padding and optional bias (the
+//!   upsampling layer of DCGAN-style generators); on the CPU a custom op (one product per chunk
+//!   of images and col2im; gradients only for the tensors that take part in autograd), elsewhere
+//!   candle's `conv_transpose2d` ([`conv_transpose2d_candle`]).
 //! - [`swish`]: `x * sigmoid(x)` in one pass forward and one pass backward on the CPU.
 //! - [`avg_pool2x2`]: 2x2 average pooling with stride 2.
 //! - [`linear`]: `x W^T + b`.
@@ -20,6 +24,7 @@
 //! Errors are candle's: these are tensor-level ops, like those of `candle-nn`.
 
 mod conv;
+mod conv_transpose;
 pub mod gradcheck;
 pub mod kernels;
 pub mod packed_gemm;
@@ -28,6 +33,7 @@ pub mod simd;
 mod swish;
 
 pub use conv::conv2d;
+pub use conv_transpose::{conv_transpose2d, conv_transpose2d_candle, conv_transpose2d_input_grad};
 pub use pool::avg_pool2x2;
 pub use swish::swish;
 

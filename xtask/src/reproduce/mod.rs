@@ -4,6 +4,7 @@
 pub mod compose;
 pub mod igebm;
 pub mod igebm_eval;
+pub mod latent;
 
 use std::path::PathBuf;
 
@@ -41,7 +42,7 @@ pub struct Options {
 }
 
 /// The experiments that exist, in the order a bare `cargo xtask reproduce` runs them.
-pub const EXPERIMENTS: &[&str] = &["igebm", "compose"];
+pub const EXPERIMENTS: &[&str] = &["igebm", "compose", "latent"];
 
 /// Applies `path.to.field=value` overrides to a recipe through its JSON form; an unknown
 /// field or a value of the wrong type is an error that names it.
@@ -72,6 +73,7 @@ pub fn run(name: &str, options: &Options) -> anyhow::Result<()> {
     match name {
         "igebm" => igebm::run(options),
         "compose" => compose::run(options),
+        "latent" => latent::run(options),
         other => anyhow::bail!(
             "unknown experiment `{other}`; known: {}",
             EXPERIMENTS.join(", ")
