@@ -33,6 +33,7 @@ fn tiny() -> Recipe {
     r.conditions = 2;
     r.infer_images = 6;
     r.judge.iterations = 3;
+    r.judge.shape_iterations = 3;
     r.judge.batch_size = 8;
     r.judge.widths = vec![4, 4];
     r.judge.feature_dim = 4;
