@@ -106,6 +106,14 @@ fn quick_recipe_writes_every_experiment_and_metric() {
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("What differs from the paper") && md.contains("0.872"));
     assert!(dir.path().join("checkpoints/size.safetensors").is_file());
+    assert!(dir.path().join("sampler_energy_traces.png").is_file());
+    let diag: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("sampler_diagnostics.json")).unwrap(),
+    )
+    .unwrap();
+    for name in ["langevin", "mala", "hmc"] {
+        assert!(diag[name]["stats"]["energy_trace"].is_array(), "{name}");
+    }
 }
 
 #[test]

@@ -1191,6 +1191,61 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         HmcConfig::new(sc.hmc_step_size, sc.hmc_leapfrog_steps, hmc_steps)
             .with_adaptation(hmc_warmup, sc.hmc_target_accept),
     )?;
+    // Diagnostics of each sampler on the first expression: acceptance, ESS and R-hat of the
+    // energy traces across chains, and the traces themselves as plots.
+    let mut diagnostics = serde_json::Map::new();
+    let mut energy_series = Vec::new();
+    let mut step_series = Vec::new();
+    let langevin_sampler = Langevin::new(recipe.eval_langevin.clone())?;
+    for (name, sampler) in [
+        ("langevin", &langevin_sampler as &dyn Sampler),
+        ("mala", &mala as &dyn Sampler),
+        ("hmc", &hmc as &dyn Sampler),
+    ] {
+        let run = sampler.run(&probe, &probe_x0, &mut rng)?;
+        report.metric(
+            format!("sampler_{name}_mean_accept_prob"),
+            run.stats.mean_accept_prob(),
+        );
+        // ESS and R-hat need enough draws per chain; a tiny recipe records why not.
+        let d = match run.diagnostics() {
+            Ok(d) => {
+                report.metric(format!("sampler_{name}_ess_energy"), d.ess_energy);
+                report.metric(format!("sampler_{name}_rhat_energy"), d.rhat_energy);
+                serde_json::to_value(&d)?
+            }
+            Err(e) => {
+                report.metric(format!("sampler_{name}_ess_energy"), f64::NAN);
+                report.metric(format!("sampler_{name}_rhat_energy"), f64::NAN);
+                serde_json::Value::String(e.to_string())
+            }
+        };
+        diagnostics.insert(
+            name.to_string(),
+            serde_json::json!({"stats": run.stats, "diagnostics": d}),
+        );
+        energy_series.push(Series::from_values(name, &run.stats.energy_trace));
+        step_series.push(Series::from_values(name, &run.stats.step_size_trace));
+    }
+    std::fs::write(
+        out.join("sampler_diagnostics.json"),
+        serde_json::to_string_pretty(&serde_json::Value::Object(diagnostics))?,
+    )?;
+    LinePlot::new(
+        format!("{}: mean energy of the chains", cmp_requests[0].0),
+        "iteration",
+        "energy",
+        energy_series,
+    )
+    .save(&out.join("sampler_energy_traces.png"))?;
+    LinePlot::new(
+        "step size (MALA, HMC adapt during warm-up)",
+        "iteration",
+        "step size",
+        step_series,
+    )
+    .save(&out.join("sampler_step_sizes.png"))?;
+
     let mut sampler_rows = Vec::new();
     for (name, iterations, outcome) in [
         (
@@ -1387,6 +1442,21 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         sc.hmc_target_accept,
         100.0 * sc.warmup_fraction,
         table(&["sampler", "iterations", "accuracy", "samples"], &sampler_rows)
+    ));
+    report.section(format!(
+        "Diagnostics on `{}` (one batch of {} chains; `sampler_diagnostics.json` has everything): mean acceptance probability Langevin {:.3}, MALA {:.3}, HMC {:.3}; \
+         ESS of the energy traces {:.1} / {:.1} / {:.1}; split R-hat {:.3} / {:.3} / {:.3}. Traces: ![](sampler_energy_traces.png) ![](sampler_step_sizes.png)",
+        cmp_requests[0].0,
+        recipe.samples_per_condition,
+        report.metrics["sampler_langevin_mean_accept_prob"],
+        report.metrics["sampler_mala_mean_accept_prob"],
+        report.metrics["sampler_hmc_mean_accept_prob"],
+        report.metrics["sampler_langevin_ess_energy"],
+        report.metrics["sampler_mala_ess_energy"],
+        report.metrics["sampler_hmc_ess_energy"],
+        report.metrics["sampler_langevin_rhat_energy"],
+        report.metrics["sampler_mala_rhat_energy"],
+        report.metrics["sampler_hmc_rhat_energy"],
     ));
     report.section(format!(
         "## Against the paper\n\n| | paper (MuJoCo scenes) | this run |\n| --- | --- | --- |\n\
