@@ -5,6 +5,7 @@ pub mod compose;
 pub mod igebm;
 pub mod igebm_eval;
 pub mod latent;
+pub mod vaebm;
 
 use std::path::PathBuf;
 
@@ -42,7 +43,7 @@ pub struct Options {
 }
 
 /// The experiments that exist, in the order a bare `cargo xtask reproduce` runs them.
-pub const EXPERIMENTS: &[&str] = &["igebm", "compose", "latent"];
+pub const EXPERIMENTS: &[&str] = &["igebm", "compose", "latent", "vaebm"];
 
 /// Applies `path.to.field=value` overrides to a recipe through its JSON form; an unknown
 /// field or a value of the wrong type is an error that names it.
@@ -74,6 +75,7 @@ pub fn run(name: &str, options: &Options) -> anyhow::Result<()> {
         "igebm" => igebm::run(options),
         "compose" => compose::run(options),
         "latent" => latent::run(options),
+        "vaebm" => vaebm::run(options),
         other => anyhow::bail!(
             "unknown experiment `{other}`; known: {}",
             EXPERIMENTS.join(", ")
