@@ -1431,7 +1431,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         table(&["experiment", "expression", "per criterion", "all", "samples", "grid"], &rows)
     ));
     report.section(format!(
-        "## Samplers at equal wall-clock time\n\n`shape=s & color=c` for {} seen pairs, {} samples each. Every sampler gets the time {} IGEBM-form Langevin steps take ({langevin_seconds:.2} s per batch);          MALA (start eta {}, target acceptance {}) and HMC ({} leapfrog steps, start step {}, target {}) spend {:.0}% of it adapting the step size by dual averaging. Fraction of samples with both attributes right:\n\n{}",
+        "## Samplers at equal wall-clock time\n\n`shape=s & color=c` for {} seen pairs, {} samples each. Every sampler gets the time {} IGEBM-form Langevin steps take ({langevin_seconds:.2} s per batch); MALA (start eta {}, target acceptance {}) and HMC ({} leapfrog steps, start step {}, target {}) spend {:.0}% of it adapting the step size by dual averaging. Fraction of samples with both attributes right:\n\n{}",
         cmp_requests.len(),
         recipe.samples_per_condition,
         recipe.eval_langevin.steps,
