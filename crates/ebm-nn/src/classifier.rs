@@ -58,7 +58,7 @@ impl ClassifierConfig {
             )));
         }
         let factor = 1usize << self.widths.len();
-        if self.image_size % factor != 0 {
+        if !self.image_size.is_multiple_of(factor) {
             return Err(Error::Config(format!(
                 "classifier: image_size {} is not divisible by 2^{} (one 2x2 pooling per width)",
                 self.image_size,
