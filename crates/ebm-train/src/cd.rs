@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use ebm_core::{noise, validate};
-use ebm_mcmc::{Langevin, LangevinConfig, ReplayBuffer};
+use ebm_mcmc::{Langevin, LangevinConfig, ReplayBuffer, Sampler};
 use serde::{Deserialize, Serialize};
 
 use crate::{Adam, AdamConfig, Conditioned, Ema, EnergyModel, Error, Result};
@@ -67,6 +67,8 @@ pub struct CdTrainer<M: EnergyModel> {
     model: M,
     config: CdConfig,
     sampler: Langevin,
+    /// Another sampler of negatives (MALA, HMC, annealed...), used instead of `sampler`.
+    custom_sampler: Option<Box<dyn Sampler>>,
     adam: Adam,
     ema: Option<Ema>,
     buffer: Option<ReplayBuffer>,
@@ -96,11 +98,20 @@ impl<M: EnergyModel> CdTrainer<M> {
             model,
             config,
             sampler,
+            custom_sampler: None,
             adam,
             ema,
             buffer,
             history: Vec::new(),
         })
+    }
+
+    /// Draws negatives with `sampler` (any [`Sampler`]: MALA, HMC, annealed chains) instead of
+    /// the config's Langevin chain. Its samples are clamped to `data_range` before they enter
+    /// the replay buffer and the loss, since MALA and HMC do not clamp.
+    pub fn with_sampler(mut self, sampler: Box<dyn Sampler>) -> Self {
+        self.custom_sampler = Some(sampler);
+        self
     }
 
     /// One step on a batch of data `positives [B, ...]` (with labels `[B]` for a conditional
@@ -156,12 +167,20 @@ impl<M: EnergyModel> CdTrainer<M> {
         };
         self.model.update_spectral_norm()?;
         let frozen = self.model.frozen()?;
-        let run = self.sampler.run(
-            &Conditioned::new(&frozen, neg_labels.as_ref()),
-            &x0.to_dtype(positives.dtype())?,
-            rng,
-        )?;
-        let negatives = run.samples;
+        let energy = Conditioned::new(&frozen, neg_labels.as_ref());
+        let x0 = x0.to_dtype(positives.dtype())?;
+        let (negatives, seconds_per_sampler_step) = match &self.custom_sampler {
+            None => {
+                let run = self.sampler.run(&energy, &x0, rng)?;
+                (run.samples, run.seconds_per_step)
+            }
+            Some(sampler) => {
+                let mut rng = rng;
+                let run = sampler.run(&energy, &x0, &mut rng)?;
+                let (lo, hi) = self.config.data_range;
+                (run.samples.clamp(lo, hi)?, run.stats.seconds_per_step())
+            }
+        };
         if let Some(buffer) = &mut self.buffer {
             buffer.push(&negatives, neg_labels.as_ref())?;
         }
@@ -225,7 +244,7 @@ impl<M: EnergyModel> CdTrainer<M> {
             energy_pos,
             energy_neg,
             grad_norm,
-            seconds_per_sampler_step: run.seconds_per_step,
+            seconds_per_sampler_step,
             seconds: start.elapsed().as_secs_f64(),
         };
         self.history.push(log.clone());

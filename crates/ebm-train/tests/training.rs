@@ -218,6 +218,52 @@ fn training_repeats_bit_for_bit_with_the_same_seed() {
     assert_ne!(a.1, run(5).1);
 }
 
+/// Any `ebm_mcmc::Sampler` can draw the negatives: MALA and HMC through the same step, in the
+/// data range, repeatable with the same seed, and lowering the energy gap on their batch.
+#[test]
+fn other_samplers_draw_the_negatives() {
+    use ebm_mcmc::{Hmc, HmcConfig, Mala, MalaConfig, Sampler};
+    let make: [(&str, fn() -> Box<dyn Sampler>); 2] = [
+        ("mala", || {
+            Box::new(Mala::new(MalaConfig::new(1e-3, 5)).unwrap())
+        }),
+        ("hmc", || {
+            Box::new(Hmc::new(HmcConfig::new(0.02, 3, 2)).unwrap())
+        }),
+    ];
+    for (name, sampler) in make {
+        let run = |seed: u64| {
+            let model = Igebm::new(
+                &IgebmConfig::small(1, 8, 8),
+                &Device::Cpu,
+                &mut seeded_rng(seed),
+            )
+            .unwrap();
+            let mut trainer = CdTrainer::new(model, small_config(3))
+                .unwrap()
+                .with_sampler(sampler());
+            let mut rng = seeded_rng(seed + 100);
+            let x = data(16, 7);
+            let log = trainer.step(&x, None, &mut rng).unwrap();
+            let (negatives, _) = trainer.buffer().unwrap().recent(16, &Device::Cpu).unwrap();
+            let values = negatives.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(
+                values.iter().all(|v| (0.0..=1.0).contains(v)),
+                "{name}: negatives in the data range"
+            );
+            let after =
+                energies(trainer.model(), &x, None) - energies(trainer.model(), &negatives, None);
+            assert!(
+                after < (log.energy_pos - log.energy_neg) as f32,
+                "{name}: the gap did not shrink"
+            );
+            assert!(log.seconds_per_sampler_step > 0.0);
+            log.loss
+        };
+        assert_eq!(run(1), run(1), "{name}: same seed, same step");
+    }
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let dev = Device::Cpu;
