@@ -223,7 +223,8 @@ fn training_repeats_bit_for_bit_with_the_same_seed() {
 #[test]
 fn other_samplers_draw_the_negatives() {
     use ebm_mcmc::{Hmc, HmcConfig, Mala, MalaConfig, Sampler};
-    let make: [(&str, fn() -> Box<dyn Sampler>); 2] = [
+    type MakeSampler = fn() -> Box<dyn Sampler>;
+    let make: [(&str, MakeSampler); 2] = [
         ("mala", || {
             Box::new(Mala::new(MalaConfig::new(1e-3, 5)).unwrap())
         }),
