@@ -22,7 +22,7 @@ use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
 use serde::{Deserialize, Serialize};
 
 use super::igebm_eval::{self, EvalData, EvalRecipe, OOD_SETS, PAPER_OOD};
-use super::{Mode, Options};
+use super::{load_digits, save_npy, Mode, Options};
 use crate::classifier::{load_or_train, DomainFid};
 use crate::report::{table, Report};
 
@@ -136,26 +136,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The out-of-distribution digits: `mnist-10k`'s test split, else MNIST's test split.
-fn load_digits(options: &Options) -> anyhow::Result<ImageSet> {
-    let explicit = |set: DataSet| options.data_dir.as_ref().map(|d| d.join(set.name()));
-    match ebm_data::load(
-        DataSet::Mnist10k,
-        Split::Test,
-        explicit(DataSet::Mnist10k).as_deref(),
-    ) {
-        Ok(set) => Ok(set),
-        Err(first) => ebm_data::load(
-            DataSet::Mnist,
-            Split::Test,
-            explicit(DataSet::Mnist).as_deref(),
-        )
-        .with_context(|| {
-            format!("the OOD table needs MNIST digits (mnist-10k or mnist); mnist-10k: {first}")
-        }),
-    }
-}
-
 /// The last line printed: the headline numbers.
 pub fn summary_line(report: &Report) -> String {
     let m = |k: &str| report.metrics.get(k).copied().unwrap_or(f64::NAN);
@@ -182,11 +162,6 @@ pub fn summary_line(report: &Report) -> String {
 fn tail_mean(history: &[StepLog], n: usize, field: impl Fn(&StepLog) -> f64) -> f64 {
     let tail = &history[history.len().saturating_sub(n)..];
     tail.iter().map(field).sum::<f64>() / tail.len() as f64
-}
-
-fn save_npy(t: &Tensor, path: &Path) -> anyhow::Result<()> {
-    t.write_npy(path)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Trains both models on `train`, samples them, and writes the report into `options.out`.

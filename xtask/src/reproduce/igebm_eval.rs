@@ -184,7 +184,7 @@ pub fn ood_images(
 
 /// Images brought to `shape`: grey repeated to colour, and smaller images centred on a black
 /// background (MNIST's 28x28 digits against a 32x32 colour data set).
-fn fit_shape(x: &Tensor, shape: [usize; 3]) -> anyhow::Result<Tensor> {
+pub(crate) fn fit_shape(x: &Tensor, shape: [usize; 3]) -> anyhow::Result<Tensor> {
     let (_, c, h, w) = x.dims4()?;
     let mut x = x.clone();
     if c != shape[0] {

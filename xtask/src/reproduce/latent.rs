@@ -28,7 +28,7 @@ use ebm_nn::Trainable;
 use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Options};
+use super::{save_npy, Mode, Options};
 use crate::classifier::{load_or_train, ClassifierRecipe, DomainFid};
 use crate::report::{table, Report};
 
@@ -378,11 +378,6 @@ pub fn summary_line(report: &Report) -> String {
         m("anomaly_auprc_mean"),
         m("wall_seconds"),
     )
-}
-
-fn save_npy(t: &Tensor, path: &Path) -> anyhow::Result<()> {
-    t.write_npy(path)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn mean_of(v: &[f64]) -> f64 {

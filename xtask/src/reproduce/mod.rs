@@ -82,3 +82,32 @@ pub fn run(name: &str, options: &Options) -> anyhow::Result<()> {
         ),
     }
 }
+
+/// Writes `t` as `.npy`, naming the file in the error.
+pub(crate) fn save_npy(t: &candle_core::Tensor, path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    t.write_npy(path)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The out-of-distribution digits: `mnist-10k`'s test split, else MNIST's test split.
+pub(crate) fn load_digits(options: &Options) -> anyhow::Result<ebm_data::ImageSet> {
+    use anyhow::Context;
+    use ebm_data::{DataSet, Split};
+    let explicit = |set: DataSet| options.data_dir.as_ref().map(|d| d.join(set.name()));
+    match ebm_data::load(
+        DataSet::Mnist10k,
+        Split::Test,
+        explicit(DataSet::Mnist10k).as_deref(),
+    ) {
+        Ok(set) => Ok(set),
+        Err(first) => ebm_data::load(
+            DataSet::Mnist,
+            Split::Test,
+            explicit(DataSet::Mnist).as_deref(),
+        )
+        .with_context(|| {
+            format!("the OOD table needs MNIST digits (mnist-10k or mnist); mnist-10k: {first}")
+        }),
+    }
+}

@@ -24,7 +24,8 @@ use ebm_vaebm::{
 use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
 use serde::{Deserialize, Serialize};
 
-use super::{Mode, Options};
+use super::igebm_eval::fit_shape;
+use super::{load_digits, save_npy, Mode, Options};
 use crate::classifier::{load_or_train, ClassifierRecipe, DomainFid};
 use crate::report::{table, Report};
 
@@ -233,26 +234,6 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The out-of-distribution digits: `mnist-10k`'s test split, else MNIST's test split.
-fn load_digits(options: &Options) -> anyhow::Result<ImageSet> {
-    let explicit = |set: DataSet| options.data_dir.as_ref().map(|d| d.join(set.name()));
-    match ebm_data::load(
-        DataSet::Mnist10k,
-        Split::Test,
-        explicit(DataSet::Mnist10k).as_deref(),
-    ) {
-        Ok(set) => Ok(set),
-        Err(first) => ebm_data::load(
-            DataSet::Mnist,
-            Split::Test,
-            explicit(DataSet::Mnist).as_deref(),
-        )
-        .with_context(|| {
-            format!("the OOD table needs MNIST digits (mnist-10k or mnist); mnist-10k: {first}")
-        }),
-    }
-}
-
 /// The last line printed: the headline numbers.
 pub fn summary_line(report: &Report) -> String {
     let m = |k: &str| report.metrics.get(k).copied().unwrap_or(f64::NAN);
@@ -267,11 +248,6 @@ pub fn summary_line(report: &Report) -> String {
         m("ebm_rollbacks"),
         m("wall_seconds"),
     )
-}
-
-fn save_npy(t: &Tensor, path: &Path) -> anyhow::Result<()> {
-    t.write_npy(path)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn mean_of(values: impl Iterator<Item = f64>) -> f64 {
@@ -292,36 +268,6 @@ fn auroc(in_scores: &[f64], out_scores: &[f64]) -> anyhow::Result<f64> {
         .collect();
     let scores: Vec<f64> = in_scores.iter().chain(out_scores).copied().collect();
     Ok(roc_auc(&labels, &scores, true)?)
-}
-
-/// Images brought to `shape`: grey repeated to colour, and smaller images centred on a black
-/// background (MNIST's 28x28 digits against a 32x32 colour data set).
-fn fit_shape(x: &Tensor, shape: [usize; 3]) -> anyhow::Result<Tensor> {
-    let (_, c, h, w) = x.dims4()?;
-    let mut x = x.clone();
-    if c != shape[0] {
-        if c != 1 {
-            anyhow::bail!(
-                "cannot turn {c}-channel OOD images into {}-channel ones",
-                shape[0]
-            );
-        }
-        x = x.repeat((1, shape[0], 1, 1))?;
-    }
-    if (h, w) != (shape[1], shape[2]) {
-        if h > shape[1] || w > shape[2] {
-            anyhow::bail!(
-                "OOD images of {h}x{w} are larger than the model's {}x{}",
-                shape[1],
-                shape[2]
-            );
-        }
-        let (top, left) = ((shape[1] - h) / 2, (shape[2] - w) / 2);
-        x = x
-            .pad_with_zeros(2, top, shape[1] - h - top)?
-            .pad_with_zeros(3, left, shape[2] - w - left)?;
-    }
-    Ok(x)
 }
 
 /// Rows of VAE samples alternating with rows of VAEBM samples from the same `eps`.
