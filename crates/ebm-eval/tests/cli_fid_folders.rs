@@ -1,10 +1,12 @@
 //! `ebm-eval fid|features|is` on folders of images, through the FID Inception with the seeded
 //! weights of `scripts/fid_inception_reference.py`, held to pytorch-fid's numbers.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use ebm_eval::inception::seeded;
 
 fn data() -> PathBuf {
@@ -40,30 +42,6 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn rel_err(ours: &Tensor, theirs: &Tensor) -> f64 {
-    assert_eq!(ours.dims(), theirs.dims());
-    let a = ours
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
-    let b = theirs
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    diff / b.iter().map(|y| y.abs()).fold(0.0, f64::max)
-}
-
 #[test]
 fn features_is_and_fid_of_image_folders() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,7 +67,7 @@ fn features_is_and_fid_of_image_folders() {
     ]);
     let last = stdout_last_line(&out);
     assert!(last.starts_with("features: 3 x 2048 written to"), "{last}");
-    let e = rel_err(
+    let e = common::rel_err(
         &Tensor::read_npy(&out_npy).unwrap(),
         &Tensor::read_npy(data().join("rgb_pool3.npy")).unwrap(),
     );

@@ -8,6 +8,8 @@
 //! With `EBM_FID_INCEPTION_EXPORT=DIR` (after running the script with `--export DIR`) the
 //! loaders are also checked against the whole network written by PyTorch.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -26,33 +28,6 @@ fn data() -> PathBuf {
 fn npy(name: &str) -> Tensor {
     let path = data().join(name);
     Tensor::read_npy(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// `max |ours - theirs| / max |theirs|`.
-fn rel_err(ours: &Tensor, theirs: &Tensor) -> f64 {
-    assert_eq!(ours.dims(), theirs.dims());
-    let a = ours
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
-    let b = theirs
-        .to_dtype(DType::F64)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f64>()
-        .unwrap();
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
-    assert!(scale > 0.0);
-    diff / scale
 }
 
 /// The seeded network (built once; building folds ~24M weights).
@@ -89,9 +64,9 @@ fn pool3_and_logits_match_pytorch_fid() {
         let per_image = t.elapsed().as_secs_f64() / folder.len() as f64;
         assert_eq!(out.features.dims(), &[3, FEATURE_DIM]);
         assert_eq!(out.logits.dims(), &[3, NUM_CLASSES]);
-        let e_features = rel_err(&out.features, &npy(&format!("{prefix}_pool3.npy")));
-        let e_logits = rel_err(&out.logits, &npy(&format!("{prefix}_logits.npy")));
-        let e_unbiased = rel_err(
+        let e_features = common::rel_err(&out.features, &npy(&format!("{prefix}_pool3.npy")));
+        let e_logits = common::rel_err(&out.logits, &npy(&format!("{prefix}_logits.npy")));
+        let e_unbiased = common::rel_err(
             &out.logits_unbiased,
             &npy(&format!("{prefix}_logits_unbiased.npy")),
         );
@@ -153,7 +128,7 @@ fn resize_matches_f_interpolate_up_and_down() {
     for (h, w) in [(5, 7), (31, 29), (4, 20), (13, 11)] {
         let ours = resize_bilinear(&x, h, w).unwrap();
         let theirs = npy(&format!("resize_{h}x{w}.npy"));
-        let e = rel_err(&ours, &theirs);
+        let e = common::rel_err(&ours, &theirs);
         assert!(e <= 1e-6, "13x11 -> {h}x{w}: relative error {e:e}");
     }
 }
@@ -172,7 +147,7 @@ fn grey_images_are_repeated_to_three_channels_in_sorted_order() {
     assert_eq!(x.dims(), &[3, 3, 28, 28]);
     let r = x.narrow(1, 0, 1).unwrap();
     for c in 1..3 {
-        assert_eq!(rel_err(&x.narrow(1, c, 1).unwrap(), &r), 0.0);
+        assert_eq!(common::rel_err(&x.narrow(1, c, 1).unwrap(), &r), 0.0);
     }
     // digit_2 is a checkerboard of bytes 30 and 220 (the script's `checker`); ToTensor divides by 255.
     let v = x
@@ -427,7 +402,7 @@ fn loaders_read_the_network_pytorch_wrote() {
         .unwrap()
         .load(0..1, &Device::Cpu)
         .unwrap();
-    let e = rel_err(
+    let e = common::rel_err(
         &net.features(&x).unwrap(),
         &npy("grey_pool3.npy").narrow(0, 0, 1).unwrap(),
     );
