@@ -11,6 +11,7 @@
 pub mod bench;
 pub mod classifier;
 pub mod download;
+pub mod interrupt;
 pub mod progress;
 pub mod report;
 pub mod reproduce;

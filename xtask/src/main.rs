@@ -7,6 +7,7 @@
 //!                       [--dataset fashion-mnist] [--out results/classifiers] [--iterations N]
 //! cargo xtask reproduce [experiment]        run experiments (all when none is named)
 //!                       [--quick|--full] [--out DIR] [--seed N] [--device cpu|cuda|metal]
+//!                       [--resume] [--checkpoint-every N]
 //! ```
 
 use std::path::PathBuf;
@@ -114,6 +115,12 @@ enum Task {
         /// Override a recipe field, e.g. `--set train.adam.lr=0.001` (repeatable).
         #[arg(long = "set", value_name = "PATH=VALUE")]
         overrides: Vec<String>,
+        /// Continue each model from the last complete checkpoint in the results folder.
+        #[arg(long)]
+        resume: bool,
+        /// Write a training checkpoint every N steps (also at the end and on Ctrl-C).
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        checkpoint_every: usize,
     },
 }
 
@@ -292,7 +299,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             iterations,
             overrides,
+            resume,
+            checkpoint_every,
         } => {
+            xtask::interrupt::install()?;
             let mode = if full { Mode::Full } else { Mode::Quick };
             let names: Vec<String> = match experiment {
                 Some(e) => vec![e],
@@ -312,6 +322,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     overrides: overrides.clone(),
                     classifier_dir: out.join("classifiers"),
                     quiet: false,
+                    resume,
+                    checkpoint_every,
                 };
                 reproduce::run(&name, &options)?;
             }

@@ -15,6 +15,7 @@ fn options(out: &std::path::Path) -> Options {
         overrides: vec![],
         classifier_dir: out.join("classifiers"),
         quiet: true,
+        ..Options::default()
     }
 }
 

@@ -26,6 +26,7 @@ fn options(out: &std::path::Path) -> Options {
         overrides: vec![],
         classifier_dir: out.join("classifiers"),
         quiet: true,
+        ..Options::default()
     }
 }
 

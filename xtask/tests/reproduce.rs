@@ -28,6 +28,7 @@ fn options(out: &std::path::Path, mode: Mode) -> Options {
         overrides: vec![],
         classifier_dir: out.join("classifiers"),
         quiet: true,
+        ..Options::default()
     }
 }
 

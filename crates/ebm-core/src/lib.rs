@@ -23,4 +23,4 @@ pub mod validate;
 
 pub use energy::{autograd_energy_and_grad, Energy, LabelledEnergy, WithLabels};
 pub use error::{Error, Result};
-pub use noise::{seeded_rng, Rng};
+pub use noise::{seeded_rng, Rng, RngState};

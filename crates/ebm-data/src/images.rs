@@ -236,4 +236,31 @@ impl ShuffledBatches {
     pub fn epoch(&self) -> usize {
         self.epoch
     }
+
+    /// The current order, position in it, and epoch: what [`ShuffledBatches::restore`] takes
+    /// to continue a saved run exactly.
+    pub fn state(&self) -> (&[usize], usize, usize) {
+        (&self.order, self.position, self.epoch)
+    }
+
+    /// Continues from a saved [`ShuffledBatches::state`]; the order must be a permutation of
+    /// the data set's indices and the position inside it.
+    pub fn restore(&mut self, order: Vec<usize>, position: usize, epoch: usize) -> Result<()> {
+        let n = self.order.len();
+        let mut seen = vec![false; n];
+        let permutation = order.len() == n
+            && order
+                .iter()
+                .all(|&i| i < n && !std::mem::replace(&mut seen[i], true));
+        if !permutation || position > n {
+            return Err(Error::Invalid(format!(
+                "saved batch order: {} indices at position {position} are not a permutation of the {n} images",
+                order.len()
+            )));
+        }
+        self.order = order;
+        self.position = position;
+        self.epoch = epoch;
+        Ok(())
+    }
 }

@@ -145,3 +145,24 @@ fn shuffled_batches_cover_each_epoch_once_and_repeat_by_seed() {
     assert_ne!(epoch(3), epoch(4));
     assert!(ShuffledBatches::new(2, 3).is_err());
 }
+
+#[test]
+fn shuffled_batches_continue_from_a_saved_state() {
+    let mut a = ShuffledBatches::new(10, 3).unwrap();
+    let mut rng = ebm_core::seeded_rng(5);
+    for _ in 0..4 {
+        a.next_batch(&mut rng);
+    }
+    let (order, position, epoch) = a.state();
+    let mut b = ShuffledBatches::new(10, 3).unwrap();
+    b.restore(order.to_vec(), position, epoch).unwrap();
+    let mut rng_b = rng.clone();
+    for _ in 0..7 {
+        assert_eq!(a.next_batch(&mut rng), b.next_batch(&mut rng_b));
+    }
+    assert_eq!(a.epoch(), b.epoch());
+    for (order, position) in [(vec![0, 1, 2], 0), (vec![0; 10], 0), ((0..10).collect(), 11)] {
+        let err = b.restore(order, position, 1).unwrap_err().to_string();
+        assert!(err.contains("not a permutation"), "{err}");
+    }
+}

@@ -160,6 +160,38 @@ impl ReplayBuffer {
         Ok(())
     }
 
+    /// The stored samples (`len x sample size`, in storage order), their labels, and the slot
+    /// the next sample goes into: everything [`ReplayBuffer::restore`] needs.
+    pub fn contents(&self) -> (&[f32], &[u32], usize) {
+        (&self.data, &self.labels, self.next)
+    }
+
+    /// Refills the buffer with saved [`ReplayBuffer::contents`]; sizes are checked.
+    pub fn restore(&mut self, data: Vec<f32>, labels: Vec<u32>, next: usize) -> Result<()> {
+        let len = labels.len();
+        if len > self.capacity
+            || data.len() != len * self.sample_len
+            || (len > 0 && next >= self.capacity)
+            || (len < self.capacity && next != len % self.capacity)
+        {
+            return Err(ebm_core::Error::invalid(
+                "replay buffer contents",
+                format!(
+                    "{} values and {len} labels with next slot {next} do not fit a buffer of {} samples of {} values",
+                    data.len(),
+                    self.capacity,
+                    self.sample_len
+                ),
+            )
+            .into());
+        }
+        self.data = data;
+        self.labels = labels;
+        self.len = len;
+        self.next = next;
+        Ok(())
+    }
+
     /// The storage slot of the `k`-th most recent sample (`k < len`).
     fn nth_recent(&self, k: usize) -> usize {
         (self.next + self.capacity - 1 - k) % self.capacity

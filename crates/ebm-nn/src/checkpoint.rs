@@ -1,5 +1,6 @@
 //! Checkpoints: the weights (and spectral-norm vectors) in a safetensors file, and the model's
-//! kind and config as JSON beside it (`model.safetensors` + `model.json`).
+//! kind and config as JSON beside it (`model.safetensors` + `model.json`), each written
+//! atomically ([`write_atomic`]): a crash leaves the old file or the new one, never half of one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,31 +73,66 @@ pub fn config_path(weights: &Path) -> PathBuf {
     weights.with_extension("json")
 }
 
-/// Writes `weights` (safetensors) and the JSON config beside it.
-pub fn save<M: Checkpoint>(model: &M, weights: &Path) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
+/// Writes a file atomically: `write` fills a temporary file beside `path`, which is flushed to
+/// disk and renamed over `path`, and the folder is synced. Readers see the old file or the
+/// complete new one; a crash at any moment leaves at most a stray `.tmp` file.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let io = |p: &Path| {
+        let path = p.to_path_buf();
         move |source| Error::Io { path, source }
     };
-    if let Some(dir) = weights.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = path.file_name().ok_or_else(|| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+    })?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let written = write(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    written?;
+    // The rename is durable once the folder's entry is on disk.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// Writes `weights` (safetensors) and the JSON config beside it, each atomically.
+pub fn save<M: Checkpoint>(model: &M, weights: &Path) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = model
         .params()
         .iter()
         .map(|(n, v)| (n.to_string(), v.as_tensor().clone()))
         .collect();
     tensors.extend(model.buffers());
-    candle_core::safetensors::save(&tensors, weights)?;
+    write_atomic(weights, |tmp| {
+        Ok(candle_core::safetensors::save(&tensors, tmp)?)
+    })?;
     let meta = Meta {
         format_version: FORMAT_VERSION,
         model: M::KIND.to_string(),
         config: model.checkpoint_config(),
     };
     let json = serde_json::to_string_pretty(&meta).expect("configs serialise");
-    let cfg = config_path(weights);
-    std::fs::write(&cfg, json).map_err(io(&cfg))?;
-    Ok(())
+    write_atomic(&config_path(weights), |tmp| {
+        std::fs::write(tmp, &json).map_err(|source| Error::Io {
+            path: tmp.to_path_buf(),
+            source,
+        })
+    })
 }
 
 /// Reads a model's config from the JSON beside `weights`, rejecting unknown keys and other

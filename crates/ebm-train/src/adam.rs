@@ -96,6 +96,47 @@ impl Adam {
         self.t
     }
 
+    /// The first and second moments, one tensor per variable, in the variables' order.
+    pub fn moments(&self) -> (&[Tensor], &[Tensor]) {
+        (&self.m, &self.v)
+    }
+
+    /// Restores a saved state: `steps` taken and the moments (shapes checked per variable).
+    pub fn set_state(&mut self, steps: usize, m: Vec<Tensor>, v: Vec<Tensor>) -> Result<()> {
+        if m.len() != self.vars.len() || v.len() != self.vars.len() {
+            return Err(crate::Error::Snapshot(format!(
+                "Adam state for {} and {} variables, the optimiser has {}",
+                m.len(),
+                v.len(),
+                self.vars.len()
+            )));
+        }
+        for (i, ((var, m), v)) in self.vars.iter().zip(&m).zip(&v).enumerate() {
+            if m.shape() != var.shape() || v.shape() != var.shape() {
+                return Err(crate::Error::Snapshot(format!(
+                    "Adam moments of variable {i} have shapes {:?} and {:?}, the variable {:?}",
+                    m.dims(),
+                    v.dims(),
+                    var.dims()
+                )));
+            }
+        }
+        let device = self.vars.first().map(|v| v.device().clone());
+        let to = |t: Vec<Tensor>| -> Result<Vec<Tensor>> {
+            match &device {
+                Some(d) => Ok(t
+                    .into_iter()
+                    .map(|t| t.to_device(d))
+                    .collect::<candle_core::Result<_>>()?),
+                None => Ok(t),
+            }
+        };
+        self.m = to(m)?;
+        self.v = to(v)?;
+        self.t = steps;
+        Ok(())
+    }
+
     /// One update from the gradients in `grads` (variables without a gradient are left alone).
     /// Returns the global L2 norm of the raw gradient.
     pub fn step(&mut self, grads: &GradStore) -> Result<f64> {

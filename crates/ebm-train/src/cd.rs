@@ -7,7 +7,7 @@ use ebm_core::{noise, validate};
 use ebm_mcmc::{Langevin, LangevinConfig, ReplayBuffer, Sampler};
 use serde::{Deserialize, Serialize};
 
-use crate::{Adam, AdamConfig, Conditioned, Ema, EnergyModel, Error, Result};
+use crate::{Adam, AdamConfig, Conditioned, Ema, EnergyModel, Error, Result, Snapshot};
 
 /// Hyper-parameters of contrastive-divergence training. Defaults are the IGEBM paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +249,43 @@ impl<M: EnergyModel> CdTrainer<M> {
         };
         self.history.push(log.clone());
         Ok(log)
+    }
+
+    /// Puts everything the trainer needs to continue into `snapshot`: weights and spectral-norm
+    /// vectors, Adam's moments and step count, the EMA, the replay buffer, the config and the
+    /// log. The caller adds its own state (data order, generator) and writes it.
+    pub fn save_state(&self, snapshot: &mut Snapshot) -> Result<()> {
+        snapshot.put_model("model", &self.model);
+        snapshot.put_adam("adam", &self.adam)?;
+        if let Some(ema) = &self.ema {
+            snapshot.put_list("ema", ema.weights())?;
+        }
+        if let Some(buffer) = &self.buffer {
+            snapshot.put_replay("replay", buffer)?;
+        }
+        snapshot.set_value("cd_config", &self.config)?;
+        snapshot.set_value("history", &self.history)
+    }
+
+    /// Continues from a snapshot written by [`CdTrainer::save_state`]; fails, saying so, when
+    /// it was taken with another config or model.
+    pub fn load_state(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let config: CdConfig = snapshot.value("cd_config")?;
+        if config != self.config {
+            return Err(Error::Snapshot(
+                "it was taken with another training config (cd_config differs); resume with the same recipe".into(),
+            ));
+        }
+        snapshot.restore_model("model", &mut self.model)?;
+        snapshot.restore_adam("adam", &mut self.adam)?;
+        if let Some(ema) = &mut self.ema {
+            ema.set_weights(snapshot.list("ema")?)?;
+        }
+        if let Some(buffer) = &mut self.buffer {
+            snapshot.restore_replay("replay", buffer)?;
+        }
+        self.history = snapshot.value("history")?;
+        Ok(())
     }
 
     /// The model being trained.

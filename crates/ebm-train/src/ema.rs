@@ -37,6 +37,28 @@ impl Ema {
         &self.shadow
     }
 
+    /// Replaces the averaged weights (a restored snapshot); count and shapes must match.
+    pub fn set_weights(&mut self, weights: Vec<Tensor>) -> Result<()> {
+        if weights.len() != self.shadow.len()
+            || weights
+                .iter()
+                .zip(&self.shadow)
+                .any(|(w, s)| w.shape() != s.shape())
+        {
+            return Err(crate::Error::Snapshot(format!(
+                "EMA weights: {} tensors do not match the model's {} (count or shape)",
+                weights.len(),
+                self.shadow.len()
+            )));
+        }
+        self.shadow = weights
+            .into_iter()
+            .zip(&self.shadow)
+            .map(|(w, s)| w.to_device(s.device()))
+            .collect::<candle_core::Result<_>>()?;
+        Ok(())
+    }
+
     /// Writes the averaged weights into `params` and returns the weights they replaced, so
     /// that [`Ema::restore`] can put them back.
     pub fn swap_in(&self, params: &ParamStore) -> Result<Vec<Tensor>> {

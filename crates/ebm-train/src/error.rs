@@ -15,6 +15,9 @@ pub enum Error {
     /// A tensor operation failed inside candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A training snapshot could not be written, read or applied.
+    #[error("training snapshot: {0}")]
+    Snapshot(String),
     /// The loss or the gradients became NaN or infinite.
     #[error("training step {step}: {what} became NaN or infinite")]
     Diverged {

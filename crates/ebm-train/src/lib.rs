@@ -10,15 +10,20 @@
 //! returns a [`StepLog`]: loss, mean energies, gradient norm, seconds per sampler step.
 //!
 //! The trainer drives any [`EnergyModel`]; the sampler it uses sees only `ebm_core::Energy`.
+//! [`CdTrainer::save_state`] and [`CdTrainer::load_state`] put everything it needs to continue
+//! (weights, optimiser moments, EMA, replay buffer, log) into a [`Snapshot`], which a
+//! [`SnapshotDir`] writes atomically with checksums.
 
 mod adam;
 mod cd;
 mod ema;
 mod error;
 mod model;
+pub mod snapshot;
 
 pub use adam::{Adam, AdamConfig};
 pub use cd::{CdConfig, CdTrainer, StepLog};
 pub use ema::Ema;
 pub use error::{Error, Result};
 pub use model::{Conditioned, EnergyModel};
+pub use snapshot::{Snapshot, SnapshotDir};

@@ -22,6 +22,7 @@ use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
 use serde::{Deserialize, Serialize};
 
 use super::igebm_eval::{self, EvalData, EvalRecipe, OOD_SETS, PAPER_OOD};
+use super::resume::{self, Checkpoints};
 use super::{load_digits, save_npy, Mode, Options};
 use crate::classifier::{load_or_train, DomainFid};
 use crate::report::{table, Report};
@@ -247,8 +248,23 @@ pub fn run_recipe(
         let model = Igebm::new(&cfg, device, &mut rng)?;
         let mut trainer = CdTrainer::new(model, recipe.train.clone())?;
         let mut batches = ShuffledBatches::new(train.len(), recipe.batch_size)?;
+        let checkpoints = Checkpoints::new(
+            options,
+            out.join("checkpoints").join(name),
+            format!("igebm {name}"),
+            &(recipe, options.seed),
+        )?;
+        let mut done = 0;
+        if let Some(snapshot) = checkpoints.resume(options, device)? {
+            trainer
+                .load_state(&snapshot)
+                .with_context(|| format!("igebm {name}: cannot resume"))?;
+            resume::restore_loop(&snapshot, &mut rng, &mut batches)?;
+            done = snapshot.step.min(recipe.iterations);
+            bar.inc(done as u64);
+        }
         let train_start = Instant::now();
-        for _ in 0..recipe.iterations {
+        for step in done + 1..=recipe.iterations {
             let idx = batches.next_batch(&mut rng).to_vec();
             let x = train.dequantized(&idx, &mut rng, device)?;
             let y = if conditional {
@@ -262,6 +278,10 @@ pub fn run_recipe(
                 log.step, log.loss, log.energy_pos, log.energy_neg
             ));
             bar.inc(1);
+            checkpoints.after_step(step, recipe.iterations, |snapshot| {
+                trainer.save_state(snapshot)?;
+                resume::put_loop(snapshot, &rng, &batches)
+            })?;
         }
         let train_seconds = train_start.elapsed().as_secs_f64();
         let history = trainer.history().to_vec();

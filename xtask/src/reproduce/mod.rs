@@ -5,6 +5,7 @@ pub mod compose;
 pub mod igebm;
 pub mod igebm_eval;
 pub mod latent;
+pub mod resume;
 pub mod vaebm;
 
 use std::path::PathBuf;
@@ -40,6 +41,29 @@ pub struct Options {
     pub classifier_dir: PathBuf,
     /// Hide the progress bar (tests).
     pub quiet: bool,
+    /// Continue each model from the last complete training checkpoint in `out`.
+    pub resume: bool,
+    /// Write a training checkpoint every this many steps (and at the end, and on Ctrl-C).
+    pub checkpoint_every: usize,
+}
+
+impl Default for Options {
+    /// A quick CPU run into `results/`, seed 0, checkpoints every 100 steps.
+    fn default() -> Self {
+        Self {
+            mode: Mode::Quick,
+            out: PathBuf::from("results"),
+            seed: 0,
+            device: candle_core::Device::Cpu,
+            data_dir: None,
+            iterations: None,
+            overrides: Vec::new(),
+            classifier_dir: PathBuf::from("results/classifiers"),
+            quiet: false,
+            resume: false,
+            checkpoint_every: 100,
+        }
+    }
 }
 
 /// The experiments that exist, in the order a bare `cargo xtask reproduce` runs them.
