@@ -15,6 +15,8 @@ use ebm_data::{ImageSet, ShuffledBatches};
 use ebm_eval::{frechet_distance, FeatureStats};
 use ebm_nn::{checkpoint, Classifier, ClassifierConfig, Trainable};
 use ebm_train::{Adam, AdamConfig};
+
+use crate::reproduce::resume::{self, Checkpoints};
 use serde::{Deserialize, Serialize};
 
 /// How a domain classifier is trained.
@@ -113,6 +115,19 @@ pub fn train(
     device: &Device,
     quiet: bool,
 ) -> anyhow::Result<(Classifier, TrainingRecord)> {
+    train_with_checkpoints(recipe, dataset, train, test, device, quiet, None)
+}
+
+/// [`train`], continuing from and writing to `checkpoints` when given.
+fn train_with_checkpoints(
+    recipe: &ClassifierRecipe,
+    dataset: &str,
+    train: &ImageSet,
+    test: &ImageSet,
+    device: &Device,
+    quiet: bool,
+    checkpoints: Option<&Checkpoints>,
+) -> anyhow::Result<(Classifier, TrainingRecord)> {
     let cfg = &recipe.model;
     let expected = [cfg.channels, cfg.image_size, cfg.image_size];
     if train.shape() != expected || train.classes() != cfg.num_classes {
@@ -125,7 +140,7 @@ pub fn train(
         );
     }
     let mut rng = seeded_rng(recipe.seed);
-    let model = Classifier::new(cfg, device, &mut rng)?;
+    let mut model = Classifier::new(cfg, device, &mut rng)?;
     let mut adam = Adam::new(
         model.params().vars(),
         AdamConfig {
@@ -138,8 +153,20 @@ pub fn train(
     )?;
     let mut batches = ShuffledBatches::new(train.len(), recipe.batch_size)?;
     let bar = crate::progress::bar(recipe.iterations as u64, quiet);
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints
+        .map(|c| c.restore(device))
+        .transpose()?
+        .flatten()
+    {
+        snapshot.restore_model("model", &mut model)?;
+        snapshot.restore_adam("adam", &mut adam)?;
+        resume::restore_loop(&snapshot, &mut rng, &mut batches)?;
+        done = snapshot.step.min(recipe.iterations);
+        bar.inc(done as u64);
+    }
     let start = Instant::now();
-    for step in 0..recipe.iterations {
+    for step in done..recipe.iterations {
         let idx = batches.next_batch(&mut rng).to_vec();
         let x = train.tensor(&idx, device)?;
         let y = train.labels_tensor(&idx, device)?;
@@ -153,6 +180,13 @@ pub fn train(
             bar.set_message(format!("classifier step {step} loss {l:.3}"));
         }
         bar.inc(1);
+        if let Some(c) = checkpoints {
+            c.after_step(step + 1, recipe.iterations, |snapshot| {
+                snapshot.put_model("model", &model);
+                snapshot.put_adam("adam", &adam)?;
+                resume::put_loop(snapshot, &rng, &batches)
+            })?;
+        }
     }
     bar.finish_and_clear();
     let train_seconds = start.elapsed().as_secs_f64();
@@ -203,7 +237,22 @@ pub fn load_or_train(
             }
         }
     }
-    let (model, record) = train(recipe, dataset, train_set, test_set, device, quiet)?;
+    // Training checkpoints beside the cache: a killed run continues where it stopped.
+    let checkpoints = Checkpoints::automatic(
+        dir.join(format!("{dataset}.checkpoints")),
+        format!("{dataset} classifier"),
+        &(recipe, dataset, train_set.len()),
+        100,
+    )?;
+    let (model, record) = train_with_checkpoints(
+        recipe,
+        dataset,
+        train_set,
+        test_set,
+        device,
+        quiet,
+        Some(&checkpoints),
+    )?;
     save(&model, &record, dir)?;
     Ok(DomainClassifier {
         model,
@@ -217,8 +266,14 @@ pub fn save(model: &Classifier, record: &TrainingRecord, dir: &Path) -> anyhow::
     let path = weights_path(dir, &record.dataset);
     checkpoint::save(model, &path)?;
     let record_file = record_path(dir, &record.dataset);
-    std::fs::write(&record_file, serde_json::to_string_pretty(record)?)
-        .with_context(|| format!("writing {}", record_file.display()))?;
+    let text = serde_json::to_string_pretty(record)?;
+    checkpoint::write_atomic(&record_file, |tmp| {
+        std::fs::write(tmp, &text).map_err(|source| ebm_nn::Error::Io {
+            path: tmp.to_path_buf(),
+            source,
+        })
+    })
+    .with_context(|| format!("writing {}", record_file.display()))?;
     Ok(path)
 }
 

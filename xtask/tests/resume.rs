@@ -329,3 +329,127 @@ fn resuming_under_another_recipe_is_refused() {
         "{stderr}"
     );
 }
+
+/// A tiny `reproduce compose` run into `out`.
+fn compose_command(out: &Path, resume: bool) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    c.args(["reproduce", "compose", "--seed", "3", "--iterations", "30"])
+        .args(["--checkpoint-every", "4"])
+        .arg("--out")
+        .arg(out);
+    for set in [
+        "model.stem_channels=4",
+        r#"model.blocks=[{"channels":4,"downsample":true},{"channels":4,"downsample":true}]"#,
+        "batch_size=4",
+        "train.langevin.steps=2",
+        "eval_langevin.steps=2",
+        "samples_per_condition=2",
+        "conditions=2",
+        "infer_images=6",
+        "judge.iterations=30",
+        "judge.shape_iterations=30",
+        "judge.batch_size=8",
+        "judge.widths=[4,4]",
+        "judge.feature_dim=4",
+    ] {
+        c.args(["--set", set]);
+    }
+    if resume {
+        c.arg("--resume");
+    }
+    c.env("RAYON_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// The final concept models and the timing-free metrics of a compose run (the sampler
+/// comparison gives each sampler a time budget, so its numbers depend on the clock).
+fn compose_outcome(out: &Path) -> (Vec<Vec<u8>>, Vec<(String, String)>) {
+    let dir = out.join("compose");
+    let mut models: Vec<PathBuf> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    models.sort();
+    assert!(models.len() >= 5, "{models:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let metrics = report
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.contains("seconds") && !k.starts_with("sampler_"))
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    (
+        models.iter().map(|p| std::fs::read(p).unwrap()).collect(),
+        metrics,
+    )
+}
+
+/// Compose trains judges and concept models one after another from one generator: killed
+/// while training a judge and again while training a concept, it resumes each and ends where
+/// the uninterrupted run does.
+#[test]
+fn compose_killed_twice_resumes_to_the_same_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("reference");
+    let output = compose_command(&reference, false).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let expected = compose_outcome(&reference);
+
+    let out = tmp.path().join("killed");
+    let checkpoints = out.join("compose/checkpoints");
+    let mut resumed = Vec::new();
+    for (round, wait_for) in [
+        "judge-color/step-000000012.json",
+        "color/step-000000008.json",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut child = compose_command(&out, round > 0).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !checkpoints.join(wait_for).exists() {
+            assert!(Instant::now() < deadline, "never reached {wait_for}");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "ended before {wait_for}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        resumed.push(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    let output = compose_command(&out, true).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    // The second round resumed the colour judge; the last one the colour concept model.
+    assert!(
+        resumed[1].contains("compose color judge: resuming from step"),
+        "{}",
+        resumed[1]
+    );
+    assert!(
+        stdout.contains("compose color: resuming from step"),
+        "{stdout}"
+    );
+    let got = compose_outcome(&out);
+    for (i, (a, b)) in got.0.iter().zip(&expected.0).enumerate() {
+        assert!(a == b, "model {i} differs");
+    }
+    let differing: Vec<_> = got
+        .1
+        .iter()
+        .zip(&expected.1)
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert!(differing.is_empty(), "metrics differ: {differing:?}");
+}

@@ -23,8 +23,10 @@ use ebm_nn::{checkpoint, Classifier, ClassifierConfig, Igebm, IgebmConfig, Train
 use ebm_train::{Adam, AdamConfig, CdConfig, CdTrainer, StepLog};
 use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
 use rand::seq::{IndexedRandom, SliceRandom};
+use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
+use super::resume::Checkpoints;
 use super::{Mode, Options};
 use crate::report::{table, Report};
 
@@ -379,8 +381,9 @@ fn train_judge(
     recipe: &Recipe,
     generator: &SceneGenerator,
     rng: &mut Rng,
-    device: &Device,
+    options: &Options,
 ) -> anyhow::Result<Classifier> {
+    let device = &options.device;
     let j = &recipe.judge;
     let classes = match kind {
         "shape" => Shape::ALL.len(),
@@ -397,7 +400,7 @@ fn train_judge(
         // Shape, colour and size do not depend on where the object is; position does.
         global_pool: kind != "position",
     };
-    let model = Classifier::new(&cfg, device, rng)?;
+    let mut model = Classifier::new(&cfg, device, rng)?;
     let mut adam = Adam::new(
         model.params().vars(),
         AdamConfig {
@@ -413,7 +416,23 @@ fn train_judge(
     } else {
         j.iterations
     };
-    for _ in 0..iterations {
+    let checkpoints = Checkpoints::new(
+        options,
+        options
+            .out
+            .join("checkpoints")
+            .join(format!("judge-{kind}")),
+        format!("compose {kind} judge"),
+        &(recipe, options.seed),
+    )?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(options, device)? {
+        snapshot.restore_model("model", &mut model)?;
+        snapshot.restore_adam("adam", &mut adam)?;
+        *rng = restore_rng(&snapshot)?;
+        done = snapshot.step.min(iterations);
+    }
+    for step in done + 1..=iterations {
         let batch = generator.sample(j.batch_size, rng)?;
         let x = scene_tensor(&batch, device)?;
         let loss = match kind {
@@ -429,8 +448,23 @@ fn train_judge(
             }
         };
         adam.step(&loss.backward()?)?;
+        checkpoints.after_step(step, iterations, |snapshot| {
+            snapshot.put_model("model", &model);
+            snapshot.put_adam("adam", &adam)?;
+            put_rng(snapshot, rng)
+        })?;
     }
     Ok(model)
+}
+
+/// The generator's state in a snapshot (scenes are drawn fresh: no data order to save).
+fn put_rng(snapshot: &mut ebm_train::Snapshot, rng: &Rng) -> anyhow::Result<()> {
+    Ok(snapshot.set_value("loop.rng", &ebm_core::RngState::of(rng).to_string())?)
+}
+
+fn restore_rng(snapshot: &ebm_train::Snapshot) -> anyhow::Result<Rng> {
+    let state: String = snapshot.value("loop.rng")?;
+    Ok(state.parse::<ebm_core::RngState>()?.restore())
 }
 
 impl Judges {
@@ -662,17 +696,31 @@ fn train_concept(
     recipe: &Recipe,
     generator: &SceneGenerator,
     rng: &mut Rng,
-    device: &Device,
+    options: &Options,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<(Igebm, Vec<StepLog>, f64)> {
+    let device = &options.device;
     let cfg = recipe
         .model
         .clone()
         .conditional(concept.classes(recipe.grid));
     let model = Igebm::new(&cfg, device, rng)?;
     let mut trainer = CdTrainer::new(model, recipe.train.clone())?;
+    let checkpoints = Checkpoints::new(
+        options,
+        options.out.join("checkpoints").join(concept.name()),
+        format!("compose {}", concept.name()),
+        &(recipe, options.seed),
+    )?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(options, device)? {
+        trainer.load_state(&snapshot)?;
+        *rng = restore_rng(&snapshot)?;
+        done = snapshot.step.min(recipe.iterations);
+        bar.inc(done as u64);
+    }
     let start = Instant::now();
-    for _ in 0..recipe.iterations {
+    for step in done + 1..=recipe.iterations {
         let batch = generator.sample(recipe.batch_size, rng)?;
         let x = scene_tensor(&batch, device)?;
         // Uniform dequantisation, as for the 8-bit data sets.
@@ -695,6 +743,10 @@ fn train_concept(
             log.energy_neg
         ));
         bar.inc(1);
+        checkpoints.after_step(step, recipe.iterations, |snapshot| {
+            trainer.save_state(snapshot)?;
+            put_rng(snapshot, rng)
+        })?;
     }
     let seconds = start.elapsed().as_secs_f64();
     let history = trainer.history().to_vec();
@@ -766,10 +818,10 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     // The judges, trained on every combination, and their accuracy on fresh scenes.
     let judge_start = Instant::now();
     let judges = Judges {
-        shape: train_judge("shape", recipe, &everything, &mut rng, device)?,
-        color: train_judge("color", recipe, &everything, &mut rng, device)?,
-        size: train_judge("size", recipe, &everything, &mut rng, device)?,
-        position: train_judge("position", recipe, &everything, &mut rng, device)?,
+        shape: train_judge("shape", recipe, &everything, &mut rng, options)?,
+        color: train_judge("color", recipe, &everything, &mut rng, options)?,
+        size: train_judge("size", recipe, &everything, &mut rng, options)?,
+        position: train_judge("position", recipe, &everything, &mut rng, options)?,
     };
     let check = everything.sample(500, &mut rng)?;
     let verdicts = judges.judge(&scene_tensor(&check, device)?)?;
@@ -805,7 +857,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     let mut train_rows = Vec::new();
     for (concept, generator) in order {
         let (model, history, seconds) =
-            train_concept(concept, recipe, generator, &mut rng, device, &bar)?;
+            train_concept(concept, recipe, generator, &mut rng, options, &bar)?;
         let name = concept.name();
         checkpoint::save(&model, &out.join(format!("checkpoints/{name}.safetensors")))?;
         let tail = &history[history
@@ -1136,10 +1188,13 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         bench.run("heldout_joint_baseline", &joint, &mut rng)?,
     ));
 
-    // Samplers at the same wall-clock time on `shape=s & color=c` (seen pairs).
+    // Samplers at the same wall-clock time on `shape=s & color=c` (seen pairs). How many
+    // numbers they draw depends on the clock, so they draw from a generator of their own: the
+    // experiments after them repeat exactly with the same seed.
+    let mut sampler_rng = seeded_rng(rng.random::<u64>());
     let cmp_requests: Vec<(String, Request)> = (0..recipe.conditions.min(4))
         .map(|_| {
-            let c = *seen_pairs.choose(&mut rng).expect("pairs");
+            let c = *seen_pairs.choose(&mut sampler_rng).expect("pairs");
             (
                 format!("shape={} & color={}", c.shape.name(), c.color.name()),
                 Request {
@@ -1153,7 +1208,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     let sc = &recipe.samplers;
     let k = recipe.samples_per_condition;
     let probe_x0 = noise::uniform(
-        &mut rng,
+        &mut sampler_rng,
         vec![k, 3, recipe.image_size, recipe.image_size],
         0.0,
         1.0,
@@ -1162,7 +1217,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     )?;
     let probe = concepts.parse(&cmp_requests[0].0)?;
     let langevin_seconds = Langevin::new(recipe.eval_langevin.clone())?
-        .run(&probe, &probe_x0, &mut rng)?
+        .run(&probe, &probe_x0, &mut sampler_rng)?
         .seconds_per_step
         * recipe.eval_langevin.steps as f64;
     let per_iteration = |sampler: &dyn Sampler, rng: &mut Rng| -> anyhow::Result<f64> {
@@ -1171,10 +1226,13 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
             .stats
             .seconds_per_step())
     };
-    let mala_pilot = per_iteration(&Mala::new(MalaConfig::new(sc.mala_step_size, 3))?, &mut rng)?;
+    let mala_pilot = per_iteration(
+        &Mala::new(MalaConfig::new(sc.mala_step_size, 3))?,
+        &mut sampler_rng,
+    )?;
     let hmc_pilot = per_iteration(
         &Hmc::new(HmcConfig::new(sc.hmc_step_size, sc.hmc_leapfrog_steps, 2))?,
-        &mut rng,
+        &mut sampler_rng,
     )?;
     let split = |total: usize| {
         let warmup = ((total as f64 * sc.warmup_fraction) as usize).max(1);
@@ -1202,7 +1260,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         ("mala", &mala as &dyn Sampler),
         ("hmc", &hmc as &dyn Sampler),
     ] {
-        let run = sampler.run(&probe, &probe_x0, &mut rng)?;
+        let run = sampler.run(&probe, &probe_x0, &mut sampler_rng)?;
         report.metric(
             format!("sampler_{name}_mean_accept_prob"),
             run.stats.mean_accept_prob(),
@@ -1251,7 +1309,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         (
             "langevin",
             recipe.eval_langevin.steps,
-            bench.run("sampler_langevin", &cmp_requests, &mut rng)?,
+            bench.run("sampler_langevin", &cmp_requests, &mut sampler_rng)?,
         ),
         (
             "mala",
@@ -1260,7 +1318,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
                 "sampler_mala",
                 &cmp_requests,
                 &|_: &str| Ok(Box::new(mala.clone()) as Box<dyn Sampler>),
-                &mut rng,
+                &mut sampler_rng,
             )?,
         ),
         (
@@ -1270,7 +1328,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
                 "sampler_hmc",
                 &cmp_requests,
                 &|_: &str| Ok(Box::new(hmc.clone()) as Box<dyn Sampler>),
-                &mut rng,
+                &mut sampler_rng,
             )?,
         ),
     ] {

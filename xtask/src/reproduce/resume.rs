@@ -21,6 +21,8 @@ pub struct Checkpoints {
     every: usize,
     label: String,
     recipe: serde_json::Value,
+    /// A cache's checkpoints: always resumed, and cleared when the recipe changed.
+    automatic: bool,
 }
 
 impl Checkpoints {
@@ -47,6 +49,25 @@ impl Checkpoints {
             every: options.checkpoint_every,
             label: label.into(),
             recipe: serde_json::to_value(recipe)?,
+            automatic: false,
+        })
+    }
+
+    /// Checkpoints of a cached computation (the domain classifiers): [`Checkpoints::restore`]
+    /// continues from them whenever they match `recipe`, with or without `--resume`, and
+    /// starts over when they do not.
+    pub fn automatic(
+        dir: PathBuf,
+        label: impl Into<String>,
+        recipe: &impl serde::Serialize,
+        every: usize,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: SnapshotDir::new(dir),
+            every: every.max(1),
+            label: label.into(),
+            recipe: serde_json::to_value(recipe)?,
+            automatic: true,
         })
     }
 
@@ -56,6 +77,11 @@ impl Checkpoints {
         if !options.resume {
             return Ok(None);
         }
+        self.restore(device)
+    }
+
+    /// The newest snapshot that verifies, whatever the options say (see [`Checkpoints::resume`]).
+    pub fn restore(&self, device: &Device) -> anyhow::Result<Option<Snapshot>> {
         let latest = self.store.latest(device)?;
         for skipped in &latest.skipped {
             println!(
@@ -68,6 +94,15 @@ impl Checkpoints {
         Ok(match latest.found {
             Some((snapshot, path)) => {
                 let saved: serde_json::Value = snapshot.value("recipe")?;
+                if saved != self.recipe && self.automatic {
+                    println!(
+                        "{}: the checkpoints in {} are of another recipe; starting from step 0",
+                        self.label,
+                        self.store.dir().display()
+                    );
+                    self.store.clear()?;
+                    return Ok(None);
+                }
                 if saved != self.recipe {
                     anyhow::bail!(
                         "{}: the checkpoint {} was written by a run with another recipe (seed, --iterations or --set differ); run again without --resume to start over",
