@@ -105,7 +105,9 @@ fn resumed_step(stdout: &str) -> Option<usize> {
 
 /// Everything a finished run leaves that must not depend on interruptions: the final weights,
 /// the samples, and the metrics other than timings.
-fn outcome(out: &Path) -> (Vec<u8>, Vec<Vec<u8>>, Vec<(String, String)>) {
+type Outcome = (Vec<u8>, Vec<Vec<u8>>, Vec<(String, String)>);
+
+fn outcome(out: &Path) -> Outcome {
     let dir = out.join("igebm");
     let weights = std::fs::read(dir.join("checkpoints/unconditional.safetensors")).unwrap();
     let mut npys: Vec<PathBuf> = std::fs::read_dir(&dir)

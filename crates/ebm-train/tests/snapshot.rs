@@ -32,8 +32,10 @@ fn batch(rng: &mut ebm_core::Rng, classes: Option<usize>) -> (Tensor, Option<Ten
     (x, y)
 }
 
-/// Everything observable about a trainer: weights, EMA, buffer, Adam state, losses.
-fn fingerprint(t: &CdTrainer<Igebm>) -> (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<f32>, usize, Vec<f64>) {
+/// Everything observable about a trainer: weights, EMA, buffer, Adam steps, losses.
+type Fingerprint = (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<f32>, usize, Vec<f64>);
+
+fn fingerprint(t: &CdTrainer<Igebm>) -> Fingerprint {
     use ebm_nn::Trainable;
     let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let weights = t.model().params().iter().map(|(_, v)| flat(v)).collect();

@@ -139,7 +139,7 @@ impl Checkpoints {
         fill: impl FnOnce(&mut Snapshot) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let interrupted = crate::interrupt::requested();
-        if step % self.every != 0 && step != total && !interrupted {
+        if !step.is_multiple_of(self.every) && step != total && !interrupted {
             return Ok(());
         }
         let mut snapshot = Snapshot::new(step);
