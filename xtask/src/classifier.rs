@@ -182,7 +182,7 @@ fn train_with_checkpoints(
         bar.inc(1);
         if let Some(c) = checkpoints {
             c.after_step(step + 1, recipe.iterations, |snapshot| {
-                snapshot.put_model("model", &model);
+                snapshot.put_model("model", &model)?;
                 snapshot.put_adam("adam", &adam)?;
                 resume::put_loop(snapshot, &rng, &batches)
             })?;

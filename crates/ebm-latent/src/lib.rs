@@ -22,7 +22,8 @@
 //!   `ebm_nn::MlpConfig::latent_prior`) or the Gaussian prior (`f = 0`, alternating
 //!   back-propagation, Han et al. 2017) with a generator; sampling, inference, reconstruction
 //!   and the anomaly score `-log p(x, z)` at posterior samples.
-//! - [`LatentTrainer`] ([`TrainConfig`]): maximum-likelihood learning, one Adam per network.
+//! - [`LatentTrainer`] ([`TrainConfig`]): maximum-likelihood learning, one Adam per network;
+//!   `save_state` / `load_state` snapshot and restore all of it (`ebm_train::Snapshot`).
 //! - [`checkpoint`]: safetensors weights with the JSON config beside them.
 //!
 //! ```

@@ -13,17 +13,21 @@
 //! step for the generator and one for the prior, each with its own settings (the reference
 //! code's: lr 1e-4 and 2e-5, betas (0.5, 0.999), no gradient bound). With the Gaussian prior
 //! only the generator learns: alternating back-propagation (Han et al. 2017).
+//!
+//! [`LatentTrainer::save_state`] and [`LatentTrainer::load_state`] put everything the trainer
+//! needs to continue (weights, both Adams, the log, the configs) into an
+//! [`ebm_train::Snapshot`]; the caller adds its random generator and data order.
 
 use std::time::Instant;
 
 use candle_core::Tensor;
 use ebm_core::validate;
 use ebm_nn::Trainable;
-use ebm_train::{Adam, AdamConfig};
+use ebm_train::{Adam, AdamConfig, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::langevin::{check_images, LatentLangevin};
-use crate::{Error, LatentModel, Result};
+use crate::{Error, LatentConfig, LatentModel, Result};
 
 /// How a [`LatentModel`] is trained. Unknown keys are rejected when read from JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +119,36 @@ fn finite(value: f64, step: usize, what: &str) -> Result<f64> {
     }
 }
 
+/// The snapshot value that names the trainer that wrote it.
+const KIND_KEY: &str = "trainer";
+/// This trainer's name in snapshots.
+const KIND: &str = "latent";
+
+fn snapshot_error(problem: String) -> Error {
+    ebm_train::Error::Snapshot(problem).into()
+}
+
+/// The top-level fields in which two configs differ, for an error message.
+fn differing_fields<T: Serialize>(saved: &T, expected: &T) -> String {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(saved), serde_json::to_value(expected)) else {
+        return "the configs could not be compared".into();
+    };
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: saved {v}, now {}",
+                    b.get(k).map(|x| x.to_string()).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => format!("saved {a}, now {b}"),
+    }
+}
+
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
 }
@@ -155,9 +189,80 @@ impl LatentTrainer {
         &self.config
     }
 
+    /// The generator's optimiser.
+    pub fn generator_optimizer(&self) -> &Adam {
+        &self.generator_adam
+    }
+
+    /// The prior's optimiser (`None` for the Gaussian prior).
+    pub fn prior_optimizer(&self) -> Option<&Adam> {
+        self.prior_adam.as_ref()
+    }
+
     /// Every step's log so far.
     pub fn history(&self) -> &[StepLog] {
         &self.history
+    }
+
+    /// Puts everything the trainer needs to continue into `snapshot`: the generator's and the
+    /// prior's weights (copied, so later steps do not change the snapshot), both optimisers'
+    /// moments and step counts, the log, and the model and training configs. The caller adds
+    /// its own state (random generator, data order) and writes it.
+    pub fn save_state(&self, snapshot: &mut Snapshot) -> Result<()> {
+        snapshot.set_value(KIND_KEY, &KIND)?;
+        snapshot.set_value("latent.model_config", self.model.config())?;
+        snapshot.set_value("latent.train_config", &self.config)?;
+        snapshot.put_model("latent.generator", self.model.generator())?;
+        if let Some(prior) = self.model.prior() {
+            snapshot.put_model("latent.prior", prior)?;
+        }
+        snapshot.put_adam("latent.generator_adam", &self.generator_adam)?;
+        if let Some(adam) = &self.prior_adam {
+            snapshot.put_adam("latent.prior_adam", adam)?;
+        }
+        snapshot.set_value("latent.history", &self.history)?;
+        Ok(())
+    }
+
+    /// Continues from a snapshot written by [`LatentTrainer::save_state`]: afterwards the
+    /// trainer is in exactly the state it was saved in. Fails, saying so, when the snapshot
+    /// is not a latent trainer's or was taken with another model or training config (checked
+    /// before anything is changed).
+    pub fn load_state(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let kind: String = snapshot.value(KIND_KEY).map_err(|_| {
+            snapshot_error("it holds no latent-prior trainer (no `trainer` value)".into())
+        })?;
+        if kind != KIND {
+            return Err(snapshot_error(format!(
+                "it holds the state of a `{kind}` trainer, not of a latent-prior (`{KIND}`) trainer"
+            )));
+        }
+        let model: LatentConfig = snapshot.value("latent.model_config")?;
+        if &model != self.model.config() {
+            return Err(snapshot_error(format!(
+                "it was taken with another model config ({}); resume with the same recipe",
+                differing_fields(&model, self.model.config())
+            )));
+        }
+        let train: TrainConfig = snapshot.value("latent.train_config")?;
+        if train != self.config {
+            return Err(snapshot_error(format!(
+                "it was taken with another training config ({}); resume with the same recipe",
+                differing_fields(&train, &self.config)
+            )));
+        }
+        let history: Vec<StepLog> = snapshot.value("latent.history")?;
+        let (prior, generator) = self.model.parts_mut();
+        snapshot.restore_model("latent.generator", generator)?;
+        if let Some(prior) = prior {
+            snapshot.restore_model("latent.prior", prior)?;
+        }
+        snapshot.restore_adam("latent.generator_adam", &mut self.generator_adam)?;
+        if let Some(adam) = &mut self.prior_adam {
+            snapshot.restore_adam("latent.prior_adam", adam)?;
+        }
+        self.history = history;
+        Ok(())
     }
 
     /// One iteration on images `x [B, C, H, W]` in [-1, 1]: posterior samples, prior samples

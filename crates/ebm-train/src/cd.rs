@@ -255,7 +255,7 @@ impl<M: EnergyModel> CdTrainer<M> {
     /// vectors, Adam's moments and step count, the EMA, the replay buffer, the config and the
     /// log. The caller adds its own state (data order, generator) and writes it.
     pub fn save_state(&self, snapshot: &mut Snapshot) -> Result<()> {
-        snapshot.put_model("model", &self.model);
+        snapshot.put_model("model", &self.model)?;
         snapshot.put_adam("adam", &self.adam)?;
         if let Some(ema) = &self.ema {
             snapshot.put_list("ema", ema.weights())?;

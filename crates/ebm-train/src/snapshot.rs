@@ -55,15 +55,21 @@ impl Snapshot {
             .map_err(|e| Error::Snapshot(format!("the snapshot's value `{name}`: {e}")))
     }
 
-    /// Stores a model's parameters and buffers under `prefix`.
-    pub fn put_model<M: ebm_nn::Trainable + ?Sized>(&mut self, prefix: &str, model: &M) {
+    /// Stores a copy of a model's parameters and buffers under `prefix` (a copy: candle
+    /// updates variables in place, and a snapshot kept in memory must not follow them).
+    pub fn put_model<M: ebm_nn::Trainable + ?Sized>(
+        &mut self,
+        prefix: &str,
+        model: &M,
+    ) -> Result<()> {
         for (name, var) in model.params().iter() {
             self.tensors
-                .insert(format!("{prefix}.param.{name}"), var.as_tensor().clone());
+                .insert(format!("{prefix}.param.{name}"), var.as_tensor().copy()?);
         }
         for (name, t) in model.buffers() {
-            self.tensors.insert(format!("{prefix}.buffer.{name}"), t);
+            self.tensors.insert(format!("{prefix}.buffer.{name}"), t.copy()?);
         }
+        Ok(())
     }
 
     /// Loads what [`Snapshot::put_model`] stored under `prefix` into `model` (names and shapes

@@ -79,6 +79,47 @@ impl EpsBuffer {
         self.rows.is_empty()
     }
 
+    /// The length of a row.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &BufferConfig {
+        &self.config
+    }
+
+    /// Every row, oldest first, one after the other: `len() * dim()` values (for snapshots).
+    pub fn contents(&self) -> Vec<f32> {
+        self.rows.iter().flatten().copied().collect()
+    }
+
+    /// Replaces the rows with `values` as [`EpsBuffer::contents`] returns them: whole rows of
+    /// `dim()` values, oldest first, no more than the capacity, all finite.
+    pub fn restore(&mut self, values: Vec<f32>) -> Result<()> {
+        if !values.len().is_multiple_of(self.dim) {
+            return Err(Error::Mismatch {
+                what: "eps_z buffer contents".into(),
+                problem: format!("{} values are not whole rows of {}", values.len(), self.dim),
+            });
+        }
+        let n = values.len() / self.dim;
+        if n > self.config.capacity {
+            return Err(Error::Mismatch {
+                what: "eps_z buffer contents".into(),
+                problem: format!("{n} rows exceed the capacity of {}", self.config.capacity),
+            });
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Mismatch {
+                what: "eps_z buffer contents".into(),
+                problem: "a value is NaN or infinite".into(),
+            });
+        }
+        self.rows = values.chunks(self.dim).map(<[f32]>::to_vec).collect();
+        Ok(())
+    }
+
     /// Forgets every row (after a roll-back, when the rows may come from a diverging model).
     pub fn clear(&mut self) {
         self.rows.clear();

@@ -139,6 +139,14 @@ impl Vaebm {
         &self.given
     }
 
+    /// Changes the VAE's weights with `load` (a snapshot being restored) and rebuilds the
+    /// frozen copy from them.
+    pub(crate) fn reload_vae(&mut self, load: impl FnOnce(&mut Vae) -> Result<()>) -> Result<()> {
+        load(&mut self.given)?;
+        self.vae = self.given.frozen()?;
+        Ok(())
+    }
+
     /// The energy network.
     pub fn ebm(&self) -> &Igebm {
         &self.ebm

@@ -42,6 +42,65 @@ impl SpectralRegularizer {
         self.layers.iter().map(|(n, _)| n.as_str()).collect()
     }
 
+    /// The persistent power-iteration vectors `(name, u, v)` of every regularised weight, in
+    /// order (for snapshots).
+    pub fn vectors(&self) -> Vec<(&str, &Tensor, &Tensor)> {
+        self.layers
+            .iter()
+            .map(|(n, sn)| {
+                let (u, v) = sn.vectors();
+                (n.as_str(), u, v)
+            })
+            .collect()
+    }
+
+    /// Restores vectors as [`SpectralRegularizer::vectors`] returns them: the same weights in
+    /// the same order, each `u` and `v` of its shape (moved to the device of the current ones).
+    pub fn set_vectors(&mut self, vectors: Vec<(String, Tensor, Tensor)>) -> Result<()> {
+        let mismatch = |problem: String| crate::Error::Mismatch {
+            what: "spectral regulariser state".into(),
+            problem,
+        };
+        if vectors.len() != self.layers.len()
+            || vectors
+                .iter()
+                .zip(&self.layers)
+                .any(|((a, _, _), (b, _))| a != b)
+        {
+            return Err(mismatch(format!(
+                "vectors for the weights [{}], the network has [{}]",
+                vectors
+                    .iter()
+                    .map(|(n, _, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.names().join(", ")
+            )));
+        }
+        // Checked in full before any layer changes.
+        for ((name, u, v), (_, sn)) in vectors.iter().zip(&self.layers) {
+            let (cu, cv) = sn.vectors();
+            if u.dims() != cu.dims() || v.dims() != cv.dims() {
+                return Err(mismatch(format!(
+                    "{name}: vectors of shapes {:?} and {:?}, expected {:?} and {:?}",
+                    u.dims(),
+                    v.dims(),
+                    cu.dims(),
+                    cv.dims()
+                )));
+            }
+        }
+        for ((_, u, v), (_, sn)) in vectors.into_iter().zip(&mut self.layers) {
+            let (cu, cv) = sn.vectors();
+            let (u, v) = (
+                u.to_dtype(cu.dtype())?.to_device(cu.device())?,
+                v.to_dtype(cv.dtype())?.to_device(cv.device())?,
+            );
+            sn.set_vectors(u, v)?;
+        }
+        Ok(())
+    }
+
     /// One power iteration per weight, then `sum_l sigma(W_l)` (a scalar tensor connected to
     /// the weights of `params` for autograd). `params` must be the store the regulariser was
     /// built from.

@@ -20,6 +20,12 @@
 //! Adam's moments, empties the `eps_z` buffer and records a [`Rollback`]. Training gives up with
 //! [`Error::Diverged`] after [`DivergenceGuard::max_rollbacks`] roll-backs or when the learning
 //! rate would fall below [`DivergenceGuard::min_lr`].
+//!
+//! **Snapshots.** Both trainers' `save_state` put everything they need to continue into an
+//! [`ebm_train::Snapshot`] (weights, optimiser moments, logs; for the energy also the learning
+//! rate, the roll-back snapshots, counters, the regulariser's power-iteration vectors and the
+//! `eps_z` buffer), and `load_state` continues from one bit for bit, refusing a snapshot taken
+//! with another config. The caller adds its random generator and data order.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -28,7 +34,7 @@ use candle_core::{backprop::GradStore, DType, Tensor, Var};
 use ebm_core::{noise, validate};
 use ebm_mcmc::Langevin;
 use ebm_nn::Trainable;
-use ebm_train::{Adam, AdamConfig};
+use ebm_train::{Adam, AdamConfig, Snapshot};
 use serde::{Deserialize, Serialize};
 
 use crate::buffer::{BufferConfig, EpsBuffer};
@@ -159,6 +165,48 @@ impl VaeTrainer {
         };
         self.history.push(log.clone());
         Ok(log)
+    }
+
+    /// Puts everything the trainer needs to continue into `snapshot`: the VAE's weights
+    /// (copied), Adam's moments and step count, the log, and the VAE and training configs. The
+    /// caller adds its own state (random generator, data order) and writes it.
+    pub fn save_state(&self, snapshot: &mut Snapshot) -> Result<()> {
+        snapshot.set_value(KIND_KEY, &"vae")?;
+        snapshot.set_value("vae.model_config", self.vae.config())?;
+        snapshot.set_value("vae.train_config", &self.config)?;
+        snapshot.put_model("vae.model", &self.vae)?;
+        snapshot.put_adam("vae.adam", &self.adam)?;
+        snapshot.set_value("vae.history", &self.history)?;
+        Ok(())
+    }
+
+    /// Continues from a snapshot written by [`VaeTrainer::save_state`]. Fails, saying so,
+    /// when it is not a VAE trainer's or was taken with another VAE or training config
+    /// (checked before anything is changed).
+    pub fn load_state(&mut self, snapshot: &Snapshot) -> Result<()> {
+        check_kind(snapshot, "vae", "VAE")?;
+        check_config(
+            snapshot,
+            "vae.model_config",
+            "VAE config",
+            self.vae.config(),
+        )?;
+        check_config(
+            snapshot,
+            "vae.train_config",
+            "VAE training config",
+            &self.config,
+        )?;
+        let history: Vec<VaeStepLog> = snapshot.value("vae.history")?;
+        snapshot.restore_model("vae.model", &mut self.vae)?;
+        snapshot.restore_adam("vae.adam", &mut self.adam)?;
+        self.history = history;
+        Ok(())
+    }
+
+    /// The optimiser.
+    pub fn optimizer(&self) -> &Adam {
+        &self.adam
     }
 
     /// The VAE being trained.
@@ -333,8 +381,9 @@ pub enum StepOutcome {
     RolledBack(Rollback),
 }
 
+/// The last good weights, kept in memory for a roll-back.
 #[derive(Debug, Clone)]
-struct Snapshot {
+struct GoodState {
     iteration: usize,
     params: Vec<Tensor>,
     buffers: std::collections::HashMap<String, Tensor>,
@@ -353,7 +402,7 @@ pub struct VaebmTrainer {
     lr: f64,
     spectral: SpectralRegularizer,
     buffer: Option<EpsBuffer>,
-    snapshots: VecDeque<Snapshot>,
+    snapshots: VecDeque<GoodState>,
     failed_since_success: usize,
     iteration: usize,
     history: Vec<VaebmStepLog>,
@@ -418,7 +467,7 @@ impl VaebmTrainer {
             .into_iter()
             .map(|(n, t)| Ok((n, t.copy()?)))
             .collect::<Result<_>>()?;
-        self.snapshots.push_back(Snapshot {
+        self.snapshots.push_back(GoodState {
             iteration: self.iteration,
             params,
             buffers,
@@ -692,6 +741,169 @@ impl VaebmTrainer {
         Ok((grads, spectral_sum))
     }
 
+    /// Puts everything the trainer needs to continue into `snapshot`: the energy's weights and
+    /// spectral-norm vectors and the VAE's weights (copied), Adam's moments and step count, the
+    /// learning rate, the in-memory roll-back snapshots, the failure counter and iteration, the
+    /// log and the roll-backs, the regulariser's power-iteration vectors, the `eps_z` buffer,
+    /// and the configs. The caller adds its own state (random generator, data order) and
+    /// writes it.
+    pub fn save_state(&self, snapshot: &mut Snapshot) -> Result<()> {
+        snapshot.set_value(KIND_KEY, &"vaebm")?;
+        snapshot.set_value("vaebm.train_config", &self.config)?;
+        snapshot.set_value("vaebm.ebm_config", self.model.ebm().config())?;
+        snapshot.set_value("vaebm.vae_config", self.model.vae().config())?;
+        snapshot.put_model("vaebm.ebm", self.model.ebm())?;
+        snapshot.put_model("vaebm.vae", self.model.vae_weights())?;
+        snapshot.put_adam("vaebm.adam", &self.adam)?;
+        snapshot.set_value("vaebm.lr", &self.lr)?;
+        put_spectral(snapshot, "vaebm.spectral", &self.spectral)?;
+        if let Some(b) = &self.buffer {
+            let values = b.contents();
+            snapshot.set_value("vaebm.eps_buffer.values", &values.len())?;
+            if !values.is_empty() {
+                let n = values.len();
+                snapshot.tensors.insert(
+                    "vaebm.eps_buffer".into(),
+                    Tensor::from_vec(values, n, &candle_core::Device::Cpu)?,
+                );
+            }
+        }
+        snapshot.set_value("vaebm.good_states", &self.snapshots.len())?;
+        for (i, good) in self.snapshots.iter().enumerate() {
+            let p = format!("vaebm.good.{i}");
+            snapshot.set_value(&format!("{p}.iteration"), &good.iteration)?;
+            snapshot.put_list(&format!("{p}.params"), &good.params)?;
+            let mut names: Vec<&String> = good.buffers.keys().collect();
+            names.sort();
+            snapshot.set_value(&format!("{p}.buffer_names"), &names)?;
+            for name in names {
+                snapshot
+                    .tensors
+                    .insert(format!("{p}.buffer.{name}"), good.buffers[name].clone());
+            }
+            put_spectral(snapshot, &format!("{p}.spectral"), &good.spectral)?;
+        }
+        snapshot.set_value("vaebm.failed_since_success", &self.failed_since_success)?;
+        snapshot.set_value("vaebm.iteration", &self.iteration)?;
+        snapshot.set_value("vaebm.history", &self.history)?;
+        snapshot.set_value("vaebm.rollbacks", &self.rollbacks)?;
+        Ok(())
+    }
+
+    /// Continues from a snapshot written by [`VaebmTrainer::save_state`]: afterwards the
+    /// trainer is in exactly the state it was saved in, the VAE's weights included. Fails,
+    /// saying so, when it is not a VAEBM trainer's or was taken with another training config,
+    /// energy or VAE config (checked before anything is changed).
+    pub fn load_state(&mut self, snapshot: &Snapshot) -> Result<()> {
+        check_kind(snapshot, "vaebm", "VAEBM energy")?;
+        check_config(
+            snapshot,
+            "vaebm.train_config",
+            "training config",
+            &self.config,
+        )?;
+        check_config(
+            snapshot,
+            "vaebm.ebm_config",
+            "energy config",
+            self.model.ebm().config(),
+        )?;
+        check_config(
+            snapshot,
+            "vaebm.vae_config",
+            "VAE config",
+            self.model.vae().config(),
+        )?;
+        let has_vae = snapshot.tensors.keys().any(|k| k.starts_with("vaebm.vae."));
+        let vae_trainable = !self.model.vae_weights().is_frozen();
+        if has_vae != vae_trainable {
+            return Err(snapshot_error(if has_vae {
+                "it holds the VAE's weights, but this VAEBM was built from a frozen VAE copy that cannot take them; build it from the VAE itself".into()
+            } else {
+                "it holds no VAE weights (taken from a VAEBM built on a frozen VAE copy), this VAEBM's VAE has weights".into()
+            }));
+        }
+        let device = self.model.vae().device().clone();
+
+        // Read everything first.
+        let lr: f64 = snapshot.value("vaebm.lr")?;
+        let spectral = read_spectral(snapshot, "vaebm.spectral", &self.spectral)?;
+        let buffer_values = match &self.buffer {
+            Some(_) => {
+                let n: usize = snapshot.value("vaebm.eps_buffer.values")?;
+                Some(if n == 0 {
+                    Vec::new()
+                } else {
+                    snapshot.tensor("vaebm.eps_buffer")?.to_vec1::<f32>()?
+                })
+            }
+            None => None,
+        };
+        let count: usize = snapshot.value("vaebm.good_states")?;
+        if count == 0 {
+            return Err(snapshot_error(
+                "it holds no roll-back snapshot (the trainer always keeps one)".into(),
+            ));
+        }
+        let n_params = self.model.ebm().params().len();
+        let mut goods = VecDeque::with_capacity(count);
+        for i in 0..count {
+            let p = format!("vaebm.good.{i}");
+            let params = snapshot
+                .list(&format!("{p}.params"))?
+                .into_iter()
+                .map(|t| t.to_device(&device))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            if params.len() != n_params {
+                return Err(snapshot_error(format!(
+                    "roll-back snapshot {i} holds {} weights, the energy has {n_params}",
+                    params.len()
+                )));
+            }
+            let names: Vec<String> = snapshot.value(&format!("{p}.buffer_names"))?;
+            let mut buffers = std::collections::HashMap::new();
+            for name in names {
+                let t = snapshot.tensor(&format!("{p}.buffer.{name}"))?;
+                buffers.insert(name, t.to_device(&device)?);
+            }
+            goods.push_back(GoodState {
+                iteration: snapshot.value(&format!("{p}.iteration"))?,
+                params,
+                buffers,
+                spectral: read_spectral(snapshot, &format!("{p}.spectral"), &self.spectral)?,
+            });
+        }
+        let failed_since_success: usize = snapshot.value("vaebm.failed_since_success")?;
+        let iteration: usize = snapshot.value("vaebm.iteration")?;
+        let history: Vec<VaebmStepLog> = snapshot.value("vaebm.history")?;
+        let rollbacks: Vec<Rollback> = snapshot.value("vaebm.rollbacks")?;
+
+        // Then apply it.
+        snapshot.restore_model("vaebm.ebm", self.model.ebm_mut())?;
+        if has_vae {
+            self.model
+                .reload_vae(|vae| Ok(snapshot.restore_model("vaebm.vae", vae)?))?;
+        }
+        snapshot.restore_adam("vaebm.adam", &mut self.adam)?;
+        self.adam.set_lr(lr)?;
+        self.lr = lr;
+        self.spectral = spectral;
+        if let (Some(b), Some(values)) = (&mut self.buffer, buffer_values) {
+            b.restore(values)?;
+        }
+        self.snapshots = goods;
+        self.failed_since_success = failed_since_success;
+        self.iteration = iteration;
+        self.history = history;
+        self.rollbacks = rollbacks;
+        Ok(())
+    }
+
+    /// The optimiser.
+    pub fn optimizer(&self) -> &Adam {
+        &self.adam
+    }
+
     /// The model being trained.
     pub fn model(&self) -> &Vaebm {
         &self.model
@@ -736,6 +948,102 @@ impl VaebmTrainer {
     pub fn spectral(&self) -> &SpectralRegularizer {
         &self.spectral
     }
+}
+
+/// The snapshot value that names the trainer that wrote it.
+const KIND_KEY: &str = "trainer";
+
+fn snapshot_error(problem: String) -> Error {
+    ebm_train::Error::Snapshot(problem).into()
+}
+
+/// Fails unless `snapshot` was written by the trainer called `kind` (`what` in messages).
+fn check_kind(snapshot: &Snapshot, kind: &str, what: &str) -> Result<()> {
+    let saved: String = snapshot
+        .value(KIND_KEY)
+        .map_err(|_| snapshot_error(format!("it holds no {what} trainer (no `trainer` value)")))?;
+    if saved != kind {
+        return Err(snapshot_error(format!(
+            "it holds the state of a `{saved}` trainer, not of a {what} (`{kind}`) trainer"
+        )));
+    }
+    Ok(())
+}
+
+/// Fails, naming the fields that differ, unless the config saved as `key` is `current`.
+fn check_config<T>(snapshot: &Snapshot, key: &str, what: &str, current: &T) -> Result<()>
+where
+    T: PartialEq + Serialize + serde::de::DeserializeOwned,
+{
+    let saved: T = snapshot.value(key)?;
+    if &saved == current {
+        return Ok(());
+    }
+    let (Ok(a), Ok(b)) = (serde_json::to_value(&saved), serde_json::to_value(current)) else {
+        return Err(snapshot_error(format!("it was taken with another {what}")));
+    };
+    let fields = match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| {
+                format!(
+                    "{k}: saved {v}, now {}",
+                    b.get(k).map(|x| x.to_string()).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => format!("saved {a}, now {b}"),
+    };
+    Err(snapshot_error(format!(
+        "it was taken with another {what} ({fields}); resume with the same recipe"
+    )))
+}
+
+/// Stores a regulariser's power-iteration vectors (and the names of their weights).
+fn put_spectral(
+    snapshot: &mut Snapshot,
+    prefix: &str,
+    spectral: &SpectralRegularizer,
+) -> Result<()> {
+    let vectors = spectral.vectors();
+    let names: Vec<&str> = vectors.iter().map(|(n, _, _)| *n).collect();
+    snapshot.set_value(&format!("{prefix}.names"), &names)?;
+    let us: Vec<Tensor> = vectors.iter().map(|(_, u, _)| (*u).clone()).collect();
+    let vs: Vec<Tensor> = vectors.iter().map(|(_, _, v)| (*v).clone()).collect();
+    snapshot.put_list(&format!("{prefix}.u"), &us)?;
+    snapshot.put_list(&format!("{prefix}.v"), &vs)?;
+    Ok(())
+}
+
+/// A copy of `template` with the vectors [`put_spectral`] stored under `prefix`.
+fn read_spectral(
+    snapshot: &Snapshot,
+    prefix: &str,
+    template: &SpectralRegularizer,
+) -> Result<SpectralRegularizer> {
+    let names: Vec<String> = snapshot.value(&format!("{prefix}.names"))?;
+    let us = snapshot.list(&format!("{prefix}.u"))?;
+    let vs = snapshot.list(&format!("{prefix}.v"))?;
+    if us.len() != names.len() || vs.len() != names.len() {
+        return Err(snapshot_error(format!(
+            "`{prefix}`: {} names, {} u and {} v vectors",
+            names.len(),
+            us.len(),
+            vs.len()
+        )));
+    }
+    let mut spectral = template.clone();
+    spectral.set_vectors(
+        names
+            .into_iter()
+            .zip(us)
+            .zip(vs)
+            .map(|((n, u), v)| (n, u, v))
+            .collect(),
+    )?;
+    Ok(spectral)
 }
 
 /// The global L2 norm of the gradients of `vars` in `grads`.

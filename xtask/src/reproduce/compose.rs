@@ -449,7 +449,7 @@ fn train_judge(
         };
         adam.step(&loss.backward()?)?;
         checkpoints.after_step(step, iterations, |snapshot| {
-            snapshot.put_model("model", &model);
+            snapshot.put_model("model", &model)?;
             snapshot.put_adam("adam", &adam)?;
             put_rng(snapshot, rng)
         })?;

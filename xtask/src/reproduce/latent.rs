@@ -9,6 +9,10 @@
 //! MNIST with one digit held out (AUPRC), with grids, training curves, checkpoints and `.npy`
 //! samples.
 //!
+//! Every trained model (the EBM prior, the Gaussian prior, one per held-out digit) writes
+//! training checkpoints into `checkpoints/<model>/`; `--resume` continues each from its newest
+//! valid one and ends as the uninterrupted run would have.
+//!
 //! `--quick` trains small models on Fashion-MNIST 28x28 on a CPU; `--full` holds the paper's
 //! recipes (CIFAR-10 runs; SVHN and CelebA are listed, for when `ebm-data` reads them).
 
@@ -28,6 +32,7 @@ use ebm_nn::Trainable;
 use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
 use serde::{Deserialize, Serialize};
 
+use super::resume::{self, Checkpoints};
 use super::{save_npy, Mode, Options};
 use crate::classifier::{load_or_train, ClassifierRecipe, DomainFid};
 use crate::report::{table, Report};
@@ -548,30 +553,58 @@ struct ModelResult {
     parameters: usize,
 }
 
-/// Trains `model` on images of `set` at `indices` for `iterations`, advancing `bar`.
-#[allow(clippy::too_many_arguments)]
-fn train_model(
-    config: &LatentConfig,
-    train_config: &TrainConfig,
-    set: &ImageSet,
-    indices: &[usize],
+/// One model's training run: what it trains on, and where its checkpoints go.
+struct Run<'a> {
+    config: &'a LatentConfig,
+    train_config: &'a TrainConfig,
+    set: &'a ImageSet,
+    indices: &'a [usize],
     batch_size: usize,
     iterations: usize,
-    label: &str,
+    /// For the progress bar and errors.
+    label: &'a str,
+    /// The checkpoints' folder, `<out>/checkpoints/<name>/`.
+    name: &'a str,
+}
+
+/// Trains `run.config` on images of `run.set` at `run.indices` for `run.iterations`, advancing
+/// `bar`, with a checkpoint every `--checkpoint-every` steps; with `--resume`, continues from
+/// the model's newest valid checkpoint (a finished model is restored, not retrained, and leaves
+/// `rng` where the uninterrupted run had it). `recipe` is saved with each checkpoint.
+fn train_model(
+    run: Run<'_>,
+    recipe: &impl Serialize,
+    options: &Options,
     bar: &indicatif::ProgressBar,
-    device: &Device,
     rng: &mut Rng,
 ) -> anyhow::Result<LatentTrainer> {
-    let model = LatentModel::new(config, device, rng)?;
-    let mut trainer = LatentTrainer::new(model, train_config.clone())?;
-    let mut batches = ShuffledBatches::new(indices.len(), batch_size)?;
-    for _ in 0..iterations {
+    let device = &options.device;
+    let label = run.label;
+    let model = LatentModel::new(run.config, device, rng)?;
+    let mut trainer = LatentTrainer::new(model, run.train_config.clone())?;
+    let mut batches = ShuffledBatches::new(run.indices.len(), run.batch_size)?;
+    let checkpoints = Checkpoints::new(
+        options,
+        options.out.join("checkpoints").join(run.name),
+        format!("latent {}", run.name),
+        recipe,
+    )?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(options, device)? {
+        trainer
+            .load_state(&snapshot)
+            .with_context(|| format!("latent {}: cannot resume", run.name))?;
+        resume::restore_loop(&snapshot, rng, &mut batches)?;
+        done = snapshot.step.min(run.iterations);
+        bar.inc(done as u64);
+    }
+    for step in done + 1..=run.iterations {
         let idx: Vec<usize> = batches
             .next_batch(rng)
             .iter()
-            .map(|&i| indices[i])
+            .map(|&i| run.indices[i])
             .collect();
-        let x = to_signed(&set.tensor(&idx, device)?)?;
+        let x = to_signed(&run.set.tensor(&idx, device)?)?;
         let log = trainer
             .step(&x, rng)
             .with_context(|| format!("training {label}"))?;
@@ -584,6 +617,10 @@ fn train_model(
                 .unwrap_or_default()
         ));
         bar.inc(1);
+        checkpoints.after_step(step, run.iterations, |snapshot| {
+            trainer.save_state(snapshot)?;
+            resume::put_loop(snapshot, rng, &batches)
+        })?;
     }
     Ok(trainer)
 }
@@ -683,15 +720,19 @@ pub fn run_recipe(
         let mut rng: Rng = seeded_rng(options.seed);
         let train_start = Instant::now();
         let trainer = train_model(
-            &config,
-            &recipe.train,
-            train,
-            &all_train,
-            recipe.batch_size,
-            recipe.iterations,
-            title,
+            Run {
+                config: &config,
+                train_config: &recipe.train,
+                set: train,
+                indices: &all_train,
+                batch_size: recipe.batch_size,
+                iterations: recipe.iterations,
+                label: title,
+                name: key,
+            },
+            &(recipe, options.seed),
+            options,
             &bar,
-            device,
             &mut rng,
         )?;
         let train_seconds = train_start.elapsed().as_secs_f64();
@@ -833,15 +874,19 @@ pub fn run_recipe(
             .collect();
         let label = format!("anomaly (digit {digit} held out)");
         let trainer = train_model(
-            &an.model,
-            &an.train,
-            digits_train,
-            &normal,
-            an.batch_size,
-            an.iterations,
-            &label,
+            Run {
+                config: &an.model,
+                train_config: &an.train,
+                set: digits_train,
+                indices: &normal,
+                batch_size: an.batch_size,
+                iterations: an.iterations,
+                label: &label,
+                name: &format!("anomaly_digit{digit}"),
+            },
+            &(recipe, options.seed),
+            options,
             &bar,
-            device,
             &mut rng,
         )?;
         checkpoint::save(

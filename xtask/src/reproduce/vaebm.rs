@@ -4,6 +4,10 @@
 //! VAEBM's from the same `eps`, measures both by the domain FID, and scores out-of-distribution
 //! images by `-E_VAEBM(x) = ELBO(x) - E(x)`.
 //!
+//! Both training stages (the VAE, then the energy) write training checkpoints into
+//! `checkpoints/vae/` and `checkpoints/ebm/`; `--resume` continues each from its newest valid
+//! one and ends as the uninterrupted run would have.
+//!
 //! `--quick` runs on Fashion-MNIST 28x28 on a CPU; `--full` holds a CIFAR-10 recipe for a GPU
 //! (and lists a CelebA-64 one, [`Recipe::celeba64`], which `ebm-data` cannot read yet).
 
@@ -25,6 +29,7 @@ use ebm_viz::{save_grid, GridOptions, LinePlot, Series};
 use serde::{Deserialize, Serialize};
 
 use super::igebm_eval::fit_shape;
+use super::resume::{self, Checkpoints};
 use super::{load_digits, save_npy, Mode, Options};
 use crate::classifier::{load_or_train, ClassifierRecipe, DomainFid};
 use crate::report::{table, Report};
@@ -377,12 +382,30 @@ pub fn run_recipe(
     }
     let mut rng: Rng = seeded_rng(options.seed);
 
-    // Stage 1: the VAE.
+    // Stage 1: the VAE. Each stage checkpoints into `checkpoints/<vae|ebm>/`; with `--resume`
+    // it continues from its newest valid checkpoint (a finished stage is restored, not
+    // retrained, and leaves `rng` where the uninterrupted run had it).
+    let run_key = (recipe, options.seed);
     let vae = Vae::new(&recipe.vae, device, &mut rng)?;
     let mut vae_trainer = VaeTrainer::new(vae, recipe.vae_train.clone())?;
     let mut batches = ShuffledBatches::new(train.len(), recipe.vae_batch_size)?;
+    let checkpoints = Checkpoints::new(
+        options,
+        out.join("checkpoints").join("vae"),
+        "vaebm vae",
+        &run_key,
+    )?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(options, device)? {
+        vae_trainer
+            .load_state(&snapshot)
+            .context("vaebm vae: cannot resume")?;
+        resume::restore_loop(&snapshot, &mut rng, &mut batches)?;
+        done = snapshot.step.min(recipe.vae_iterations);
+        bar.inc(done as u64);
+    }
     let vae_start = Instant::now();
-    for _ in 0..recipe.vae_iterations {
+    for step in done + 1..=recipe.vae_iterations {
         let idx = batches.next_batch(&mut rng).to_vec();
         let x = train.dequantized(&idx, &mut rng, device)?;
         let log = vae_trainer.step(&x, &mut rng)?;
@@ -393,6 +416,10 @@ pub fn run_recipe(
             ));
         }
         bar.inc(1);
+        checkpoints.after_step(step, recipe.vae_iterations, |snapshot| {
+            vae_trainer.save_state(snapshot)?;
+            resume::put_loop(snapshot, &rng, &batches)
+        })?;
     }
     let vae_seconds = vae_start.elapsed().as_secs_f64();
     let vae_history = vae_trainer.history().to_vec();
@@ -409,8 +436,23 @@ pub fn run_recipe(
     let model = Vaebm::new(vae, ebm)?;
     let mut trainer = VaebmTrainer::new(model, recipe.ebm_train.clone(), &mut rng)?;
     let mut batches = ShuffledBatches::new(train.len(), recipe.ebm_batch_size)?;
+    let checkpoints = Checkpoints::new(
+        options,
+        out.join("checkpoints").join("ebm"),
+        "vaebm ebm",
+        &run_key,
+    )?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(options, device)? {
+        trainer
+            .load_state(&snapshot)
+            .context("vaebm ebm: cannot resume")?;
+        resume::restore_loop(&snapshot, &mut rng, &mut batches)?;
+        done = snapshot.step.min(recipe.ebm_iterations);
+        bar.inc(done as u64);
+    }
     let ebm_start = Instant::now();
-    for _ in 0..recipe.ebm_iterations {
+    for step in done + 1..=recipe.ebm_iterations {
         let idx = batches.next_batch(&mut rng).to_vec();
         let x = train.dequantized(&idx, &mut rng, device)?;
         match trainer.step(&x, &mut rng)? {
@@ -424,6 +466,10 @@ pub fn run_recipe(
             )),
         }
         bar.inc(1);
+        checkpoints.after_step(step, recipe.ebm_iterations, |snapshot| {
+            trainer.save_state(snapshot)?;
+            resume::put_loop(snapshot, &rng, &batches)
+        })?;
     }
     let ebm_seconds = ebm_start.elapsed().as_secs_f64();
     let ebm_history = trainer.history().to_vec();
