@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fused::{HostBlock, HostConv, HostIgebm};
 use crate::layers::{one_hot, Activation, ClassTable, Conv, Dense, Init, SpectralNorm};
+use crate::manual_grad::{one_hot_rows, BlockParts, ManualIgebm};
 use crate::{Error, ParamStore, Result, Trainable};
 
 /// One residual block: its output width and whether it halves the resolution.
@@ -179,6 +180,8 @@ pub struct Igebm {
     head: Dense,
     /// The fused CPU path of a frozen f32 model on the CPU.
     host: Option<std::sync::Arc<HostIgebm>>,
+    /// The hand-written input gradient of a frozen model on any other device.
+    manual: Option<std::sync::Arc<ManualIgebm>>,
 }
 
 impl Igebm {
@@ -292,6 +295,7 @@ impl Igebm {
             blocks,
             head,
             host: None,
+            manual: None,
         })
     }
 
@@ -327,12 +331,71 @@ impl Igebm {
             blocks,
             head: self.head.frozen()?,
             host: None,
+            manual: None,
         };
         let w = frozen.stem.raw_weight();
         if w.device().is_cpu() && w.dtype() == DType::F32 {
             frozen.host = Some(std::sync::Arc::new(frozen.host_copy()?));
+        } else if !w.device().is_cpu() {
+            frozen.manual = Some(std::sync::Arc::new(frozen.manual_copy()?));
         }
         Ok(frozen)
+    }
+
+    /// The network prepared for the hand-written input gradient (flipped kernels made here).
+    fn manual_copy(&self) -> Result<ManualIgebm> {
+        let blocks = self.blocks.iter().map(|b| BlockParts {
+            conv1: &b.conv1,
+            conv2: &b.conv2,
+            shortcut: b.shortcut.as_ref(),
+            tables: b
+                .conditioning
+                .as_ref()
+                .map(|c| (&c.bias1, &c.bias2, &c.gain)),
+            downsample: b.downsample,
+        });
+        ManualIgebm::new(self.config.activation, &self.stem, blocks, &self.head)
+    }
+
+    /// Energies and input gradient by the hand-written backward over candle ops, the path of a
+    /// frozen model off the CPU, forced on any device (for tests; on a model that is not frozen
+    /// it uses the current effective weights, detached).
+    #[doc(hidden)]
+    pub fn manual_energy_and_input_grad(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+    ) -> ebm_core::Result<(Tensor, Tensor)> {
+        let batch =
+            ebm_core::validate::check_batch_shape(x, &self.config.sample_shape(), "IGEBM input")?;
+        let labels = self.host_labels(batch, labels)?;
+        let one_hot = match (&labels, self.config.num_classes) {
+            (Some(l), Some(k)) => {
+                Some(one_hot_rows(l, k, x.dtype(), x.device()).map_err(into_core)?)
+            }
+            _ => None,
+        };
+        let built;
+        let manual = match &self.manual {
+            Some(m) => m.as_ref(),
+            None => {
+                built = self.manual_copy().map_err(into_core)?;
+                &built
+            }
+        };
+        manual
+            .energy_and_grad(x, one_hot.as_ref())
+            .map_err(into_core)
+    }
+
+    /// Energies and input gradient through candle's autograd, whatever the model and device.
+    #[doc(hidden)]
+    pub fn autograd_energy_and_input_grad(
+        &self,
+        x: &Tensor,
+        labels: Option<&Tensor>,
+    ) -> ebm_core::Result<(Tensor, Tensor)> {
+        ebm_core::autograd_energy_and_grad(|x| self.forward(x, labels), x)
     }
 
     /// The network's effective (spectrally normalised) weights on the host, for the fused pass.
@@ -384,7 +447,8 @@ impl Igebm {
     }
 
     /// Energies `[B]` (detached) and their gradient with respect to `x`, for a sampler. A frozen
-    /// f32 model on the CPU runs the fused CPU pass; otherwise candle's autograd.
+    /// f32 model on the CPU runs the fused CPU pass; a frozen model on another device the
+    /// hand-written backward of `manual_grad`; otherwise candle's autograd.
     pub fn energy_and_input_grad(
         &self,
         x: &Tensor,
@@ -405,7 +469,10 @@ impl Igebm {
                     Tensor::from_vec(g, x.shape(), x.device())?,
                 ))
             }
-            _ => ebm_core::autograd_energy_and_grad(|x| self.forward(x, labels), x),
+            _ if self.manual.is_some() && !x.device().is_cpu() => {
+                self.manual_energy_and_input_grad(x, labels)
+            }
+            _ => self.autograd_energy_and_input_grad(x, labels),
         }
     }
 

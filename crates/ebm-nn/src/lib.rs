@@ -23,6 +23,7 @@ mod fused;
 mod fused_mlp;
 mod igebm;
 mod layers;
+mod manual_grad;
 mod mlp;
 mod params;
 
