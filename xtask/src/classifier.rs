@@ -228,12 +228,20 @@ pub fn load_or_train(
                 && record.dataset == dataset
                 && record.train_images == train_set.len()
             {
-                let model: Classifier = checkpoint::load(&path, device)?;
-                return Ok(DomainClassifier {
-                    model,
-                    record,
-                    path,
-                });
+                // A cache that does not load (corrupt, another format) is trained again.
+                match checkpoint::load::<Classifier>(&path, device) {
+                    Ok(model) => {
+                        return Ok(DomainClassifier {
+                            model,
+                            record,
+                            path,
+                        })
+                    }
+                    Err(e) => println!(
+                        "{dataset} classifier: the cached {} does not load ({e}); training it again",
+                        path.display()
+                    ),
+                }
             }
         }
     }

@@ -696,6 +696,7 @@ fn into_core(e: Error) -> ebm_core::Error {
 
 impl ebm_core::Energy for Igebm {
     fn energy(&self, x: &Tensor) -> ebm_core::Result<Tensor> {
+        ebm_core::validate::check_finite(x, "IGEBM input")?;
         self.forward(x, None)
     }
 
@@ -710,6 +711,7 @@ impl ebm_core::Energy for Igebm {
 
 impl ebm_core::LabelledEnergy for Igebm {
     fn energy_given(&self, x: &Tensor, labels: &Tensor) -> ebm_core::Result<Tensor> {
+        ebm_core::validate::check_finite(x, "IGEBM input")?;
         self.forward(x, Some(labels))
     }
 

@@ -170,6 +170,7 @@ impl ebm_core::Energy for Mlp {
                 got: dims.to_vec(),
             });
         }
+        ebm_core::validate::check_finite(x, "MLP energy input")?;
         self.forward(x).map_err(|e| match e {
             Error::Core(c) => c,
             Error::Candle(c) => ebm_core::Error::Candle(c),
