@@ -9,7 +9,9 @@
 //! - [`ImageSet`]: images and labels in memory, turned into `[B, C, H, W]` tensors in [0, 1],
 //!   in seeded shuffled batches;
 //! - [`scenes`]: procedurally generated scenes of coloured shapes with labelled attributes, drawn
-//!   from a seed (a stand-in for the MuJoCo scenes of Du, Li & Mordatch 2020).
+//!   from a seed (a stand-in for the MuJoCo scenes of Du, Li & Mordatch 2020);
+//! - [`trajectories`]: a damped double pendulum integrated by RK4 from seeded initial states
+//!   (a stand-in for the robot-hand trajectories of Du & Mordatch 2019).
 //!
 //! This crate reads files and generates scenes; downloading is `cargo xtask download`'s job.
 
@@ -20,6 +22,7 @@ pub mod idx;
 mod images;
 pub mod resolve;
 pub mod scenes;
+pub mod trajectories;
 
 pub use catalog::{DataSet, Split};
 pub use error::{Error, Result};

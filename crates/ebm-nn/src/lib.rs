@@ -7,6 +7,9 @@
 //! - [`Mlp`]: a fully connected energy, e.g. the latent-space prior of Pang et al. 2020.
 //! - [`Classifier`]: a small convolutional classifier whose penultimate features give the
 //!   domain FID of `ebm-eval` (a network trained on the data set itself).
+//! - [`energy_classifier`]: a class-conditional energy as a classifier (the class of lowest
+//!   energy) and the input gradient of its cross-entropy; [`adversarial`]: PGD attacks in the
+//!   L-infinity and L2 balls.
 //!
 //! Both implement [`ebm_core::Energy`] (and [`ebm_core::LabelledEnergy`] when conditional),
 //! keep their trainable tensors in a [`ParamStore`], and save checkpoints as safetensors with
@@ -16,8 +19,10 @@
 //! normalised weights are computed once and detached, which is what a Langevin chain should use:
 //! its backward then computes the input gradient and nothing else.
 
+pub mod adversarial;
 pub mod checkpoint;
 mod classifier;
+pub mod energy_classifier;
 mod error;
 mod fused;
 mod fused_mlp;

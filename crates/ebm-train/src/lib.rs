@@ -9,6 +9,9 @@
 //! element-wise gradient bound), with an optional [`Ema`] of the weights. [`CdTrainer::step`]
 //! returns a [`StepLog`]: loss, mean energies, gradient norm, seconds per sampler step.
 //!
+//! [`hybrid::HybridTrainer`] adds a classification term (the cross-entropy of `softmax(-E(x, .))`
+//! over the step's classes) for energy classifiers and class-incremental learning.
+//!
 //! The trainer drives any [`EnergyModel`]; the sampler it uses sees only `ebm_core::Energy`.
 //! [`CdTrainer::save_state`] and [`CdTrainer::load_state`] put everything it needs to continue
 //! (weights, optimiser moments, EMA, replay buffer, log) into a [`Snapshot`], which a
@@ -18,6 +21,7 @@ mod adam;
 mod cd;
 mod ema;
 mod error;
+pub mod hybrid;
 mod model;
 pub mod snapshot;
 

@@ -3,6 +3,7 @@
 
 pub mod compose;
 pub mod igebm;
+pub mod igebm_apps;
 pub mod igebm_eval;
 pub mod latent;
 pub mod resume;
@@ -67,7 +68,7 @@ impl Default for Options {
 }
 
 /// The experiments that exist, in the order a bare `cargo xtask reproduce` runs them.
-pub const EXPERIMENTS: &[&str] = &["igebm", "compose", "latent", "vaebm"];
+pub const EXPERIMENTS: &[&str] = &["igebm", "igebm-apps", "compose", "latent", "vaebm"];
 
 /// Applies `path.to.field=value` overrides to a recipe through its JSON form; an unknown
 /// field or a value of the wrong type is an error that names it.
@@ -97,6 +98,10 @@ where
 pub fn run(name: &str, options: &Options) -> anyhow::Result<()> {
     match name {
         "igebm" => igebm::run(options),
+        "igebm-apps" if options.resume => anyhow::bail!(
+            "igebm-apps writes no training checkpoints yet, so it cannot --resume: run it again without --resume"
+        ),
+        "igebm-apps" => igebm_apps::run(options),
         "compose" => compose::run(options),
         "latent" => latent::run(options),
         "vaebm" => vaebm::run(options),
