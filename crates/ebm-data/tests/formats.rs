@@ -161,7 +161,11 @@ fn shuffled_batches_continue_from_a_saved_state() {
         assert_eq!(a.next_batch(&mut rng), b.next_batch(&mut rng_b));
     }
     assert_eq!(a.epoch(), b.epoch());
-    for (order, position) in [(vec![0, 1, 2], 0), (vec![0; 10], 0), ((0..10).collect(), 11)] {
+    for (order, position) in [
+        (vec![0, 1, 2], 0),
+        (vec![0; 10], 0),
+        ((0..10).collect(), 11),
+    ] {
         let err = b.restore(order, position, 1).unwrap_err().to_string();
         assert!(err.contains("not a permutation"), "{err}");
     }

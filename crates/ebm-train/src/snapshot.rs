@@ -67,7 +67,8 @@ impl Snapshot {
                 .insert(format!("{prefix}.param.{name}"), var.as_tensor().copy()?);
         }
         for (name, t) in model.buffers() {
-            self.tensors.insert(format!("{prefix}.buffer.{name}"), t.copy()?);
+            self.tensors
+                .insert(format!("{prefix}.buffer.{name}"), t.copy()?);
         }
         Ok(())
     }
