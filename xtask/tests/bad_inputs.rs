@@ -7,6 +7,8 @@
 //! first error line as a Markdown table row, the rows of docs/BAD_INPUTS.md.
 
 use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -33,47 +35,10 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// `n` random 28x28 images with labels cycling through 0..10.
-fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    use rand::Rng;
-    let mut rng = ebm_core::seeded_rng(seed);
-    let images = (0..n * 28 * 28).map(|_| rng.random::<u8>()).collect();
-    let labels = (0..n).map(|i| (i % 10) as u8).collect();
-    (images, labels)
-}
-
 /// A complete data folder: Fashion-MNIST (64 training, 48 test images) and MNIST-10k (100
 /// digits), random bytes in the real file layout.
 fn good_data(dir: &Path) -> PathBuf {
-    let fashion = dir.join("fashion-mnist");
-    std::fs::create_dir_all(&fashion).unwrap();
-    for (prefix, n, seed) in [("train", 64, 1), ("t10k", 48, 2)] {
-        let (images, labels) = synthetic(n, seed);
-        std::fs::write(
-            fashion.join(format!("{prefix}-images-idx3-ubyte.gz")),
-            gzip(&idx_bytes(&[n, 28, 28], &images)),
-        )
-        .unwrap();
-        std::fs::write(
-            fashion.join(format!("{prefix}-labels-idx1-ubyte.gz")),
-            gzip(&idx_bytes(&[n], &labels)),
-        )
-        .unwrap();
-    }
-    let digits = dir.join("mnist-10k");
-    std::fs::create_dir_all(&digits).unwrap();
-    let (images, labels) = synthetic(100, 3);
-    std::fs::write(
-        digits.join("images-idx3-ubyte.gz"),
-        gzip(&idx_bytes(&[100, 28, 28], &images)),
-    )
-    .unwrap();
-    std::fs::write(
-        digits.join("labels-idx1-ubyte.gz"),
-        gzip(&idx_bytes(&[100], &labels)),
-    )
-    .unwrap();
-    dir.to_path_buf()
+    common::write_data(dir, 64, 48)
 }
 
 /// The IGEBM quick recipe shrunk to seconds, as `--set` arguments: a case that is meant to fail
@@ -345,7 +310,7 @@ fn damaged_data_files() {
     fn train_labels(d: &Path) -> PathBuf {
         d.join("fashion-mnist/train-labels-idx1-ubyte.gz")
     }
-    let (images, labels) = synthetic(64, 1);
+    let (images, labels) = common::synthetic(64, 1);
     let full = gzip(&idx_bytes(&[64, 28, 28], &images));
 
     type Damage = Box<dyn Fn(&Path)>;

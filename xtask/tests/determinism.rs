@@ -9,75 +9,13 @@
 //! wall-clock time of the Langevin runs, so its numbers depend on the machine's speed by design.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
 use xtask::reproduce::{apply_overrides, igebm, latent, vaebm};
-
-/// Writes `dims`/`data` as a gzip-compressed IDX file.
-fn write_idx_gz(path: &Path, dims: &[usize], data: &[u8]) {
-    let mut bytes = vec![0u8, 0, 0x08, dims.len() as u8];
-    for &d in dims {
-        bytes.extend_from_slice(&(d as u32).to_be_bytes());
-    }
-    bytes.extend_from_slice(data);
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(&bytes).unwrap();
-    std::fs::write(path, enc.finish().unwrap()).unwrap();
-}
-
-/// `n` random 28x28 images with labels cycling through 0..10, as `(images, labels)`.
-fn synthetic(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
-    use rand::Rng;
-    let mut rng = ebm_core::seeded_rng(seed);
-    let images = (0..n * 28 * 28).map(|_| rng.random::<u8>()).collect();
-    let labels = (0..n).map(|i| (i % 10) as u8).collect();
-    (images, labels)
-}
-
-/// A data folder with a small Fashion-MNIST (64 training, 48 test images) and MNIST-10k (100
-/// digits: 80 `Train`, 20 `Test`).
-fn data_dir(root: &Path) -> PathBuf {
-    let dir = root.join("data");
-    let fashion = dir.join("fashion-mnist");
-    std::fs::create_dir_all(&fashion).unwrap();
-    for (prefix, n, seed) in [("train", 64, 1), ("t10k", 48, 2)] {
-        let (images, labels) = synthetic(n, seed);
-        write_idx_gz(
-            &fashion.join(format!("{prefix}-images-idx3-ubyte.gz")),
-            &[n, 28, 28],
-            &images,
-        );
-        write_idx_gz(
-            &fashion.join(format!("{prefix}-labels-idx1-ubyte.gz")),
-            &[n],
-            &labels,
-        );
-    }
-    let digits = dir.join("mnist-10k");
-    std::fs::create_dir_all(&digits).unwrap();
-    let (images, labels) = synthetic(100, 3);
-    write_idx_gz(
-        &digits.join("images-idx3-ubyte.gz"),
-        &[100, 28, 28],
-        &images,
-    );
-    write_idx_gz(&digits.join("labels-idx1-ubyte.gz"), &[100], &labels);
-    dir
-}
-
-/// A recipe as `--set field=<json>` arguments, one per top-level field.
-fn as_overrides<R: serde::Serialize>(recipe: &R) -> Vec<String> {
-    let Value::Object(fields) = serde_json::to_value(recipe).unwrap() else {
-        panic!("a recipe serialises to an object")
-    };
-    fields
-        .iter()
-        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
-        .collect()
-}
 
 /// Runs `xtask reproduce <experiment>` into `out` and returns the experiment's folder.
 fn reproduce(experiment: &str, seed: u64, data: &Path, out: &Path, sets: &[String]) -> PathBuf {
@@ -158,7 +96,7 @@ fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
 /// Two runs with `seed`, one with `seed + 1`: the first two agree, the third differs.
 fn check(experiment: &str, sets: &[String], seed: u64) {
     let tmp = tempfile::tempdir().unwrap();
-    let data = data_dir(tmp.path());
+    let data = common::write_data(&tmp.path().join("data"), 64, 48);
     let a = reproduce(experiment, seed, &data, &tmp.path().join("a"), sets);
     let b = reproduce(experiment, seed, &data, &tmp.path().join("b"), sets);
     let c = reproduce(experiment, seed + 1, &data, &tmp.path().join("c"), sets);
@@ -249,12 +187,12 @@ fn igebm_is_deterministic_on_the_cpu() {
     ev.classifier.batch_size = 8;
     ev.classifier.model.widths = vec![4, 4];
     ev.classifier.model.feature_dim = 6;
-    check("igebm", &as_overrides(&r), 5);
+    check("igebm", &common::set_args(&r), 5);
 }
 
 #[test]
 fn latent_is_deterministic_on_the_cpu() {
-    check("latent", &as_overrides(&latent::Recipe::smoke()), 7);
+    check("latent", &common::set_args(&latent::Recipe::smoke()), 7);
 }
 
 #[test]
@@ -281,5 +219,5 @@ fn vaebm_is_deterministic_on_the_cpu() {
         ],
     )
     .unwrap();
-    check("vaebm", &as_overrides(&r), 9);
+    check("vaebm", &common::set_args(&r), 9);
 }

@@ -7,36 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rand::Rng as _;
+mod common;
 
-/// A tiny Fashion-MNIST stand-in (and `mnist-10k` for the OOD table) as gzip IDX files.
-fn write_data(root: &Path) {
-    let mut rng = ebm_core::seeded_rng(11);
-    let mut write = |dir: &str, name: &str, dims: &[usize]| {
-        let n: usize = dims.iter().product();
-        let data: Vec<u8> = if dims.len() == 1 {
-            (0..n).map(|i| (i % 10) as u8).collect()
-        } else {
-            (0..n).map(|_| rng.random::<u8>()).collect()
-        };
-        let bytes = ebm_data::idx::encode(dims, &data);
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-        let file = std::fs::File::create(root.join(dir).join(name)).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &bytes).unwrap();
-        gz.finish().unwrap();
-    };
-    write(
-        "fashion-mnist",
-        "train-images-idx3-ubyte.gz",
-        &[400, 28, 28],
-    );
-    write("fashion-mnist", "train-labels-idx1-ubyte.gz", &[400]);
-    write("fashion-mnist", "t10k-images-idx3-ubyte.gz", &[100, 28, 28]);
-    write("fashion-mnist", "t10k-labels-idx1-ubyte.gz", &[100]);
-    write("mnist-10k", "images-idx3-ubyte.gz", &[100, 28, 28]);
-    write("mnist-10k", "labels-idx1-ubyte.gz", &[100]);
-}
+use rand::Rng as _;
 
 const ITERATIONS: usize = 150;
 const EVERY: usize = 7;
@@ -134,7 +107,7 @@ fn outcome(out: &Path) -> Outcome {
 fn sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    write_data(&data);
+    common::write_data(&data, 400, 100);
     let reference = tmp.path().join("reference");
     run_to_end(&data, &reference, false);
     let expected = outcome(&reference);
@@ -240,7 +213,7 @@ fn sigkill_at_random_moments_then_resume_ends_like_an_uninterrupted_run() {
 fn ctrl_c_checkpoints_and_stops_and_a_corrupt_checkpoint_is_passed_over() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    write_data(&data);
+    common::write_data(&data, 400, 100);
     let reference = tmp.path().join("reference");
     run_to_end(&data, &reference, false);
     let expected = outcome(&reference);
@@ -312,7 +285,7 @@ fn ctrl_c_checkpoints_and_stops_and_a_corrupt_checkpoint_is_passed_over() {
 fn resuming_under_another_recipe_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    write_data(&data);
+    common::write_data(&data, 400, 100);
     let out = tmp.path().join("run");
     run_to_end(&data, &out, false);
     let output = command(&data, &out, true)

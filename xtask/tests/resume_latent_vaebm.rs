@@ -4,6 +4,8 @@
 //! seed: the same final weights, `.npy` samples and report metrics (timings aside), bit for bit.
 //! A finished model is restored from its last checkpoint, not retrained.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,46 +22,12 @@ const EVERY: usize = 2;
 /// A kill waits for a checkpoint of at least this step.
 const KILL_AT: usize = 10;
 
-/// Tiny stand-ins, as gzip IDX files: Fashion-MNIST (80 training and 60 test images) and
-/// `mnist-10k` (100 digits: 80 for training, 20 for testing).
-fn write_data(root: &Path) {
-    let mut rng = ebm_core::seeded_rng(11);
-    let mut write = |dir: &str, name: &str, dims: &[usize]| {
-        let n: usize = dims.iter().product();
-        let data: Vec<u8> = if dims.len() == 1 {
-            (0..n).map(|i| (i % 10) as u8).collect()
-        } else {
-            (0..n).map(|_| rng.random::<u8>()).collect()
-        };
-        let bytes = ebm_data::idx::encode(dims, &data);
-        std::fs::create_dir_all(root.join(dir)).unwrap();
-        let file = std::fs::File::create(root.join(dir).join(name)).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, &bytes).unwrap();
-        gz.finish().unwrap();
-    };
-    write("fashion-mnist", "train-images-idx3-ubyte.gz", &[80, 28, 28]);
-    write("fashion-mnist", "train-labels-idx1-ubyte.gz", &[80]);
-    write("fashion-mnist", "t10k-images-idx3-ubyte.gz", &[60, 28, 28]);
-    write("fashion-mnist", "t10k-labels-idx1-ubyte.gz", &[60]);
-    write("mnist-10k", "images-idx3-ubyte.gz", &[100, 28, 28]);
-    write("mnist-10k", "labels-idx1-ubyte.gz", &[100]);
-}
-
-/// `--set field=value` for every top-level field of a recipe.
-fn sets(recipe: &impl serde::Serialize) -> Vec<String> {
-    let Value::Object(fields) = serde_json::to_value(recipe).unwrap() else {
-        panic!("a recipe is a JSON object")
-    };
-    fields.iter().map(|(k, v)| format!("{k}={v}")).collect()
-}
-
 /// The latent experiment at the smoke recipe's sizes, every model trained for `ITERATIONS`.
 fn latent_sets() -> Vec<String> {
     let mut r = xtask::reproduce::latent::Recipe::smoke();
     r.iterations = ITERATIONS;
     r.anomaly.iterations = ITERATIONS;
-    sets(&r)
+    common::set_args(&r)
 }
 
 /// The VAEBM experiment with a tiny VAE and energy (spectral norm on, an eps_z buffer that is
@@ -88,7 +56,7 @@ fn vaebm_sets() -> Vec<String> {
     r.classifier.batch_size = 8;
     r.classifier.model.widths = vec![4, 4];
     r.classifier.model.feature_dim = 4;
-    sets(&r)
+    common::set_args(&r)
 }
 
 struct Experiment {
@@ -110,9 +78,7 @@ fn command_with_seed(e: &Experiment, data: &Path, out: &Path, resume: bool, seed
         .arg("--data-dir")
         .arg(data)
         .args(["--checkpoint-every", &EVERY.to_string()]);
-    for s in &e.sets {
-        c.args(["--set", s]);
-    }
+    c.args(&e.sets);
     if resume {
         c.arg("--resume");
     }
@@ -235,7 +201,7 @@ fn killed_twice_then_resumed_ends_like_an_uninterrupted_run(e: Experiment) {
     let start = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    write_data(&data);
+    common::write_data(&data, 80, 60);
     let reference = tmp.path().join("reference");
     run_to_end(&e, &data, &reference, false);
     let expected = outcome(&reference.join(e.name));

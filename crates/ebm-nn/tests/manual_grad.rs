@@ -266,13 +266,16 @@ fn manual_path_equals_autograd_on_cuda() {
     }
 }
 
-/// A timing breakdown on CUDA of one Langevin step's parts (not a check; run with
-/// `--ignored --nocapture`): the manual and the autograd input gradient, the forward alone,
+/// A timing breakdown on CUDA of one Langevin step's parts (not a check; it prints only with
+/// `EBM_CUDA_TIMING=1`, run with `--nocapture`): the manual and the autograd input gradient, the forward alone,
 /// single convolutions and element-wise ops, the host noise and the host read of the energy.
 #[cfg(feature = "cuda")]
 #[test]
-#[ignore]
 fn timing_breakdown_on_cuda() {
+    if std::env::var("EBM_CUDA_TIMING").as_deref() != Ok("1") {
+        eprintln!("timing_breakdown_on_cuda: set EBM_CUDA_TIMING=1 to measure");
+        return;
+    }
     use std::time::Instant;
     let dev = Device::new_cuda(0).expect("a CUDA device");
     let time = |what: &str, reps: usize, f: &mut dyn FnMut()| {
