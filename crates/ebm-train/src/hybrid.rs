@@ -25,7 +25,7 @@ use ebm_core::validate;
 use ebm_mcmc::{Langevin, ReplayBuffer};
 use serde::{Deserialize, Serialize};
 
-use crate::{Adam, CdConfig, Conditioned, Ema, EnergyModel, Error, Result, StepLog};
+use crate::{Adam, CdConfig, Conditioned, Ema, EnergyModel, Error, Result, Snapshot, StepLog};
 
 /// Settings of [`HybridTrainer`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -383,6 +383,44 @@ impl<M: EnergyModel> HybridTrainer<M> {
         };
         self.history.push(log.clone());
         Ok(log)
+    }
+
+    /// Puts everything the trainer needs to continue into `snapshot`, as
+    /// [`crate::CdTrainer::save_state`] does: weights and spectral-norm vectors, Adam's moments
+    /// and step count, the EMA, the replay buffer, the config and the log. The caller adds its
+    /// own state (data order, generator) and writes it.
+    pub fn save_state(&self, snapshot: &mut Snapshot) -> Result<()> {
+        snapshot.put_model("model", &self.model)?;
+        snapshot.put_adam("adam", &self.adam)?;
+        if let Some(ema) = &self.ema {
+            snapshot.put_list("ema", ema.weights())?;
+        }
+        if let Some(buffer) = &self.buffer {
+            snapshot.put_replay("replay", buffer)?;
+        }
+        snapshot.set_value("hybrid_config", &self.config)?;
+        snapshot.set_value("history", &self.history)
+    }
+
+    /// Continues from a snapshot written by [`HybridTrainer::save_state`]; fails, saying so,
+    /// when it was taken with another config or model.
+    pub fn load_state(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let config: HybridConfig = snapshot.value("hybrid_config")?;
+        if config != self.config {
+            return Err(Error::Snapshot(
+                "it was taken with another training config (hybrid_config differs); resume with the same recipe".into(),
+            ));
+        }
+        snapshot.restore_model("model", &mut self.model)?;
+        snapshot.restore_adam("adam", &mut self.adam)?;
+        if let Some(ema) = &mut self.ema {
+            ema.set_weights(snapshot.list("ema")?)?;
+        }
+        if let Some(buffer) = &mut self.buffer {
+            snapshot.restore_replay("replay", buffer)?;
+        }
+        self.history = snapshot.value("history")?;
+        Ok(())
     }
 
     /// The model being trained.

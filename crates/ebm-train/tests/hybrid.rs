@@ -1,6 +1,7 @@
 //! The hybrid (contrastive divergence + classification) loss: its gradients against autograd of
-//! the loss written out with `ebm_nn::cross_entropy`, the class restriction of a step, and a
-//! tiny model that learns to classify.
+//! the loss written out with `ebm_nn::cross_entropy`, the class restriction of a step, a
+//! tiny model that learns to classify, and a trainer restored from a snapshot that continues
+//! bit for bit.
 
 use candle_core::{DType, Device, Tensor};
 use ebm_core::{noise, seeded_rng};
@@ -194,4 +195,80 @@ fn a_tiny_model_learns_dark_against_bright() {
         "final classification loss {}",
         last.clf_loss
     );
+}
+
+/// Everything observable about a hybrid trainer: weights, EMA, buffer contents and labels,
+/// Adam's moments, and the logged losses.
+type Fingerprint = (
+    Vec<Vec<f32>>,
+    Vec<Vec<f32>>,
+    (Vec<f32>, Vec<u32>),
+    Vec<(f64, f64)>,
+);
+
+fn fingerprint(t: &HybridTrainer<Igebm>) -> Fingerprint {
+    let flat = |x: &Tensor| x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let weights = t.model().params().iter().map(|(_, v)| flat(v)).collect();
+    let ema = t.ema().unwrap().weights().iter().map(flat).collect();
+    let (data, labels, _) = t.buffer().unwrap().contents();
+    let losses = t
+        .history()
+        .iter()
+        .map(|l| (l.cd.loss, l.clf_loss))
+        .collect();
+    (weights, ema, (data.to_vec(), labels.to_vec()), losses)
+}
+
+/// `steps` training steps on random images labelled 3 and 0, the step's classes `[0, 3]`.
+fn hybrid_steps(t: &mut HybridTrainer<Igebm>, rng: &mut ebm_core::Rng, steps: usize) {
+    for _ in 0..steps {
+        let x = noise::uniform(rng, (8, 1, 8, 8), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
+        t.step(&x, &[3, 0, 3, 0, 3, 0, 3, 0], &[0, 3], rng).unwrap();
+    }
+}
+
+#[test]
+fn a_restored_hybrid_trainer_continues_bit_for_bit() {
+    use ebm_core::RngState;
+    use ebm_train::{Snapshot, SnapshotDir};
+    let cfg = HybridConfig {
+        cd: CdConfig {
+            ema_decay: Some(0.9),
+            ..config(1.0).cd
+        },
+        ..config(1.0)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotDir::new(dir.path());
+    // Uninterrupted: 6 steps, with a snapshot (through the files) after step 3.
+    let mut a = HybridTrainer::new(tiny(3), cfg.clone()).unwrap();
+    let mut rng = seeded_rng(4);
+    hybrid_steps(&mut a, &mut rng, 3);
+    let mut snap = Snapshot::new(3);
+    a.save_state(&mut snap).unwrap();
+    snap.set_value("rng", &RngState::of(&rng).to_string())
+        .unwrap();
+    store.save(&snap).unwrap();
+    hybrid_steps(&mut a, &mut rng, 3);
+
+    // Resumed: a trainer of other initial weights, restored from the file.
+    let snap = store.latest(&Device::Cpu).unwrap().found.unwrap().0;
+    let state: String = snap.value("rng").unwrap();
+    let mut b = HybridTrainer::new(tiny(11), cfg.clone()).unwrap();
+    b.load_state(&snap).unwrap();
+    let mut rng = state.parse::<RngState>().unwrap().restore();
+    hybrid_steps(&mut b, &mut rng, 3);
+    assert_eq!(b.history().len(), 6);
+    assert_eq!(fingerprint(&a), fingerprint(&b));
+
+    // Negative control: the same generator but no restored trainer state ends elsewhere.
+    let mut c = HybridTrainer::new(tiny(3), cfg.clone()).unwrap();
+    let mut rng = state.parse::<RngState>().unwrap().restore();
+    hybrid_steps(&mut c, &mut rng, 3);
+    assert_ne!(fingerprint(&a).0, fingerprint(&c).0);
+
+    // A snapshot of another config is refused, saying why.
+    let mut other = HybridTrainer::new(tiny(3), config(2.0)).unwrap();
+    let err = other.load_state(&snap).unwrap_err().to_string();
+    assert!(err.contains("another training config"), "{err}");
 }

@@ -98,9 +98,6 @@ where
 pub fn run(name: &str, options: &Options) -> anyhow::Result<()> {
     match name {
         "igebm" => igebm::run(options),
-        "igebm-apps" if options.resume => anyhow::bail!(
-            "igebm-apps writes no training checkpoints yet, so it cannot --resume: run it again without --resume"
-        ),
         "igebm-apps" => igebm_apps::run(options),
         "compose" => compose::run(options),
         "latent" => latent::run(options),

@@ -13,6 +13,12 @@
 //!
 //! `cargo xtask reproduce igebm-apps --quick` runs all three on a CPU in minutes;
 //! `--full` holds larger recipes for a GPU. `--set parts=["trajectories"]` runs a subset.
+//!
+//! Every training loop (each model, each continual task) checkpoints its whole state into
+//! `checkpoints/<loop>/` (`classify-ebm`, `continual-ebm-task-2`, `trajectory-regressor`...)
+//! every `--checkpoint-every` steps, at its last step and on Ctrl-C; with `--resume` each loop
+//! continues from its newest snapshot that verifies, and a finished loop is restored at its
+//! last step, so the evaluations that follow are those of the uninterrupted run.
 
 pub mod classify;
 pub mod continual;
@@ -29,9 +35,10 @@ use ebm_nn::adversarial::Norm;
 use ebm_nn::energy_classifier::EnergyClassifier;
 use ebm_nn::{Classifier, ClassifierConfig, Igebm, IgebmConfig, Trainable};
 use ebm_train::hybrid::{HybridConfig, HybridTrainer};
-use ebm_train::{Adam, AdamConfig, CdConfig};
+use ebm_train::{Adam, AdamConfig, CdConfig, Snapshot};
 use serde::{Deserialize, Serialize};
 
+use super::resume::{self, Checkpoints};
 use super::{Mode, Options};
 use crate::report::Report;
 
@@ -347,6 +354,7 @@ pub fn run_recipe(recipe: &Recipe, data: &AppData, options: &Options) -> anyhow:
         .with_context(|| format!("creating {}", out.display()))?;
     let mut run = Run {
         options,
+        recipe,
         bar: crate::progress::bar(progress_units(recipe), options.quiet),
         report: Report::default(),
         summary: Vec::new(),
@@ -423,6 +431,9 @@ pub fn run_recipe(recipe: &Recipe, data: &AppData, options: &Options) -> anyhow:
 pub(crate) struct Run<'a> {
     /// The run's options.
     pub options: &'a Options,
+    /// The recipe, saved with every training checkpoint (a snapshot of another recipe is
+    /// refused).
+    pub recipe: &'a Recipe,
     /// The progress bar over the whole run.
     pub bar: indicatif::ProgressBar,
     /// Metrics, settings and sections.
@@ -440,6 +451,37 @@ pub(crate) struct Baseline {
     pub model: Classifier,
     /// Its Adam (betas 0.9, 0.999, no gradient bound).
     pub adam: Adam,
+}
+
+impl Run<'_> {
+    /// The checkpoints of the training loop `what` (`classify EBM`, `continual EBM task 2`):
+    /// in `<out>/checkpoints/<what in lower case, dashes for spaces>/`, under the label
+    /// `igebm-apps <that name>`, each snapshot carrying the recipe and the seed.
+    pub(crate) fn checkpoints(&self, what: &str) -> anyhow::Result<Checkpoints> {
+        let name = what.to_lowercase().replace(' ', "-");
+        Checkpoints::new(
+            self.options,
+            self.options.out.join("checkpoints").join(&name),
+            format!("igebm-apps {name}"),
+            &(self.recipe, self.options.seed),
+        )
+    }
+}
+
+/// Stores `values` (a loss curve) as an f64 tensor called `name`: exact, whatever the values.
+pub(crate) fn put_numbers(
+    snapshot: &mut Snapshot,
+    name: &str,
+    values: &[f64],
+) -> anyhow::Result<()> {
+    let t = Tensor::from_slice(values, values.len(), &Device::Cpu)?;
+    snapshot.tensors.insert(name.to_string(), t);
+    Ok(())
+}
+
+/// The numbers [`put_numbers`] stored under `name`.
+pub(crate) fn numbers(snapshot: &Snapshot, name: &str) -> anyhow::Result<Vec<f64>> {
+    Ok(snapshot.tensor(name)?.to_vec1::<f64>()?)
 }
 
 /// Units of the progress bar: training steps, attack steps and rollout steps.
@@ -477,7 +519,9 @@ pub(crate) fn norm_key(norm: Norm) -> &'static str {
 
 /// Trains `baseline` on `set`'s images at `indices` for `recipe.iterations` Adam steps,
 /// continuing from wherever it is (the continual part fine-tunes it task after task). Returns
-/// the mean loss of the last tenth of the steps.
+/// the mean loss of the last tenth of the steps. Checkpoints as [`Run::checkpoints`] says
+/// (weights, Adam, `rng`, the data order and the losses of the last tenth); with `--resume`
+/// it continues from the newest one, or is restored at its last step if it had finished.
 pub(crate) fn train_classifier(
     baseline: &mut Baseline,
     recipe: &BaselineRecipe,
@@ -491,7 +535,16 @@ pub(crate) fn train_classifier(
     let mut batches = ShuffledBatches::new(indices.len(), recipe.batch_size)
         .with_context(|| format!("{what}: batches"))?;
     let mut tail = Vec::new();
-    for step in 0..recipe.iterations {
+    let checkpoints = run.checkpoints(what)?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(run.options, device)? {
+        tail = baseline
+            .restore(&snapshot, rng, &mut batches)
+            .with_context(|| format!("{what}: cannot resume"))?;
+        done = snapshot.step.min(recipe.iterations);
+        run.bar.inc(done as u64);
+    }
+    for step in done..recipe.iterations {
         let idx: Vec<usize> = batches
             .next_batch(rng)
             .iter()
@@ -513,11 +566,31 @@ pub(crate) fn train_classifier(
                 .set_message(format!("{what} step {step} loss {l:.3}"));
         }
         run.bar.inc(1);
+        checkpoints.after_step(step + 1, recipe.iterations, |snapshot| {
+            snapshot.put_model("model", &baseline.model)?;
+            snapshot.put_adam("adam", &baseline.adam)?;
+            resume::put_loop(snapshot, rng, &batches)?;
+            put_numbers(snapshot, "loss_tail", &tail)
+        })?;
     }
     Ok(tail.iter().sum::<f64>() / tail.len().max(1) as f64)
 }
 
 impl Baseline {
+    /// Restores what [`train_classifier`] checkpointed: the weights, Adam, the loop's generator
+    /// and data order; returns the losses of the last tenth of the steps so far.
+    fn restore(
+        &mut self,
+        snapshot: &Snapshot,
+        rng: &mut Rng,
+        batches: &mut ShuffledBatches,
+    ) -> anyhow::Result<Vec<f64>> {
+        snapshot.restore_model("model", &mut self.model)?;
+        snapshot.restore_adam("adam", &mut self.adam)?;
+        resume::restore_loop(snapshot, rng, batches)?;
+        numbers(snapshot, "loss_tail")
+    }
+
     /// A freshly initialised classifier of `recipe` and its optimiser.
     pub(crate) fn new(recipe: &BaselineRecipe, device: &Device, seed: u64) -> anyhow::Result<Self> {
         let model = Classifier::new(&recipe.model, device, &mut seeded_rng(seed))?;
@@ -546,7 +619,9 @@ pub(crate) struct Subset<'a> {
 
 /// Runs `recipe.iterations` hybrid steps of `trainer` on `set`'s images at `subset.indices`
 /// (uniformly dequantised, as IGEBM trains), the soft minimum and the negatives' labels over
-/// `subset.classes`.
+/// `subset.classes`. Checkpoints as [`Run::checkpoints`] says (the trainer's state, `rng` and
+/// the data order); with `--resume` it continues from the newest one, or is restored at its
+/// last step if it had finished.
 pub(crate) fn train_ebm(
     trainer: &mut HybridTrainer<Igebm>,
     recipe: &EbmRecipe,
@@ -559,7 +634,18 @@ pub(crate) fn train_ebm(
     let device = &run.options.device;
     let mut batches = ShuffledBatches::new(subset.indices.len(), recipe.batch_size)
         .with_context(|| format!("{what}: batches"))?;
-    for _ in 0..recipe.iterations {
+    let checkpoints = run.checkpoints(what)?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(run.options, device)? {
+        trainer
+            .load_state(&snapshot)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| resume::restore_loop(&snapshot, rng, &mut batches))
+            .with_context(|| format!("{what}: cannot resume"))?;
+        done = snapshot.step.min(recipe.iterations);
+        run.bar.inc(done as u64);
+    }
+    for step in done + 1..=recipe.iterations {
         let idx: Vec<usize> = batches
             .next_batch(rng)
             .iter()
@@ -575,6 +661,10 @@ pub(crate) fn train_ebm(
             log.cd.step, log.cd.energy_pos, log.cd.energy_neg, log.clf_loss
         ));
         run.bar.inc(1);
+        checkpoints.after_step(step, recipe.iterations, |snapshot| {
+            trainer.save_state(snapshot)?;
+            resume::put_loop(snapshot, rng, &batches)
+        })?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! Frechet distance between the predicted and the true states (Gaussians fitted over the test
 //! trajectories) is reported.
 
+use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use ebm_core::{noise, seeded_rng, Energy, Rng};
 use ebm_data::trajectories::{DoublePendulum, Trajectories, TrajectoryConfig, STATE_DIM};
@@ -17,7 +18,8 @@ use ebm_train::{Adam, AdamConfig};
 use ebm_viz::{LinePlot, Series};
 use serde::{Deserialize, Serialize};
 
-use super::{Recipe, Run};
+use super::resume;
+use super::{numbers, put_numbers, Recipe, Run};
 use crate::report::table;
 
 /// The simulated system and its time grid (see [`TrajectoryConfig`]).
@@ -332,6 +334,32 @@ impl Regressor {
     }
 }
 
+/// For the checkpoints ([`ebm_train::Snapshot::put_model`]): plain dense layers, no buffers.
+impl Trainable for Regressor {
+    fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut ParamStore {
+        &mut self.params
+    }
+
+    fn update_spectral_norm(&mut self) -> ebm_nn::Result<()> {
+        Ok(())
+    }
+
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+
+    fn set_buffers(
+        &mut self,
+        _buffers: &std::collections::HashMap<String, Tensor>,
+    ) -> ebm_nn::Result<()> {
+        Ok(())
+    }
+}
+
 /// Windows as normalised (features, next-increment) rows.
 struct WindowData {
     features: Vec<f32>,
@@ -491,7 +519,7 @@ pub(crate) fn run(recipe: &Recipe, run: &mut Run<'_>) -> anyhow::Result<()> {
     // The energy model.
     let t0 = std::time::Instant::now();
     let mut rng = seeded_rng(seed + 6);
-    let model = Mlp::new(
+    let mut model = Mlp::new(
         &MlpConfig {
             input_dim: width + STATE_DIM,
             hidden: r.ebm.hidden.clone(),
@@ -505,7 +533,26 @@ pub(crate) fn run(recipe: &Recipe, run: &mut Run<'_>) -> anyhow::Result<()> {
     let train_sampler = Langevin::new(r.ebm.train_langevin.clone())?;
     let mut batches = ebm_data::ShuffledBatches::new(windows.n, r.batch_size)?;
     let mut curve = (Vec::new(), Vec::new(), Vec::new());
-    for step in 0..r.iterations {
+    let what = "trajectory EBM";
+    let checkpoints = run.checkpoints(what)?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(run.options, &device)? {
+        let mut restore = || -> anyhow::Result<()> {
+            snapshot.restore_model("model", &mut model)?;
+            snapshot.restore_adam("adam", &mut adam)?;
+            resume::restore_loop(&snapshot, &mut rng, &mut batches)?;
+            curve = (
+                numbers(&snapshot, "curve.loss")?,
+                numbers(&snapshot, "curve.energy_pos")?,
+                numbers(&snapshot, "curve.energy_neg")?,
+            );
+            Ok(())
+        };
+        restore().with_context(|| format!("{what}: cannot resume"))?;
+        done = snapshot.step.min(r.iterations);
+        run.bar.inc(done as u64);
+    }
+    for step in done..r.iterations {
         let idx = batches.next_batch(&mut rng).to_vec();
         let (f, z) = windows.batch(&idx, &device)?;
         let frozen = model.frozen()?;
@@ -534,6 +581,14 @@ pub(crate) fn run(recipe: &Recipe, run: &mut Run<'_>) -> anyhow::Result<()> {
             ));
         }
         run.bar.inc(1);
+        checkpoints.after_step(step + 1, r.iterations, |snapshot| {
+            snapshot.put_model("model", &model)?;
+            snapshot.put_adam("adam", &adam)?;
+            resume::put_loop(snapshot, &rng, &batches)?;
+            put_numbers(snapshot, "curve.loss", &curve.0)?;
+            put_numbers(snapshot, "curve.energy_pos", &curve.1)?;
+            put_numbers(snapshot, "curve.energy_neg", &curve.2)
+        })?;
     }
     let ebm_seconds = t0.elapsed().as_secs_f64();
     let frozen = model.frozen()?;
@@ -552,7 +607,7 @@ pub(crate) fn run(recipe: &Recipe, run: &mut Run<'_>) -> anyhow::Result<()> {
     // The regressor.
     let t0 = std::time::Instant::now();
     let mut reg_rng = seeded_rng(seed + 7);
-    let regressor = Regressor::new(width, &r.regressor.hidden, &device, &mut reg_rng)?;
+    let mut regressor = Regressor::new(width, &r.regressor.hidden, &device, &mut reg_rng)?;
     let mut reg_adam = Adam::new(
         regressor.params.vars(),
         AdamConfig {
@@ -565,7 +620,22 @@ pub(crate) fn run(recipe: &Recipe, run: &mut Run<'_>) -> anyhow::Result<()> {
     )?;
     let mut batches = ebm_data::ShuffledBatches::new(windows.n, r.regressor.batch_size)?;
     let mut reg_loss = Vec::new();
-    for step in 0..r.regressor.iterations {
+    let what = "trajectory regressor";
+    let checkpoints = run.checkpoints(what)?;
+    let mut done = 0;
+    if let Some(snapshot) = checkpoints.resume(run.options, &device)? {
+        let mut restore = || -> anyhow::Result<()> {
+            snapshot.restore_model("model", &mut regressor)?;
+            snapshot.restore_adam("adam", &mut reg_adam)?;
+            resume::restore_loop(&snapshot, &mut reg_rng, &mut batches)?;
+            reg_loss = numbers(&snapshot, "loss")?;
+            Ok(())
+        };
+        restore().with_context(|| format!("{what}: cannot resume"))?;
+        done = snapshot.step.min(r.regressor.iterations);
+        run.bar.inc(done as u64);
+    }
+    for step in done..r.regressor.iterations {
         let idx = batches.next_batch(&mut reg_rng).to_vec();
         let (f, z) = windows.batch(&idx, &device)?;
         let loss = (regressor.forward(&f)? - z)?.sqr()?.mean_all()?;
@@ -576,6 +646,12 @@ pub(crate) fn run(recipe: &Recipe, run: &mut Run<'_>) -> anyhow::Result<()> {
         reg_adam.step(&loss.backward()?)?;
         reg_loss.push(l);
         run.bar.inc(1);
+        checkpoints.after_step(step + 1, r.regressor.iterations, |snapshot| {
+            snapshot.put_model("model", &regressor)?;
+            snapshot.put_adam("adam", &reg_adam)?;
+            resume::put_loop(snapshot, &reg_rng, &batches)?;
+            put_numbers(snapshot, "loss", &reg_loss)
+        })?;
     }
     let reg_seconds = t0.elapsed().as_secs_f64();
     let tail = |v: &[f64]| {
