@@ -174,13 +174,28 @@ enum BenchTask {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    match on_pool_worker(move || run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Runs `task` on a thread of rayon's global pool (with a generous stack: candle's backward
+/// pass recurses through the graph), so that the thread driving the computation is one of the
+/// pool's workers: a parallel section then runs on this thread and the others, instead of
+/// waking every worker and putting this thread to sleep until they are done. For the short
+/// parallel sections of small workloads (a Langevin step of the latent prior lasts about 100 us)
+/// those hand-offs cost as much as the work.
+fn on_pool_worker<T: Send>(task: impl FnOnce() -> T + Send) -> T {
+    // Fails only when the global pool was already built, which is fine.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(256 << 20)
+        .build_global();
+    rayon::join(task, || ()).0
 }
 
 /// The error and its causes, `: `-separated, leaving out a cause whose text the message before

@@ -96,10 +96,17 @@ pub fn normal<R: rand::Rng + ?Sized>(
     device: &Device,
 ) -> Result<Tensor> {
     let shape = shape.into();
-    let values: Vec<f32> = (0..shape.elem_count())
-        .map(|_| StandardNormal.sample(rng))
-        .collect();
+    let mut values = vec![0f32; shape.elem_count()];
+    fill_normal(rng, &mut values);
     Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
+}
+
+/// Fills `out` with standard normal draws: the numbers [`normal`] puts in a tensor of
+/// `out.len()` elements, in the same order, from the same generator state.
+pub fn fill_normal<R: rand::Rng + ?Sized>(rng: &mut R, out: &mut [f32]) {
+    for v in out {
+        *v = StandardNormal.sample(rng);
+    }
 }
 
 /// Standard normal draws with the shape, dtype and device of `like`.

@@ -182,7 +182,7 @@ impl LatentModel {
 
     /// `n` latents from the prior: short-run Langevin from `N(0, I)` for the EBM prior, exact
     /// draws from `N(0, sigma^2 I)` for the Gaussian prior.
-    pub fn sample_prior<R: rand::Rng + ?Sized>(
+    pub fn sample_prior<R: rand::Rng + Send + ?Sized>(
         &self,
         n: usize,
         settings: &LatentLangevin,
@@ -199,7 +199,7 @@ impl LatentModel {
 
     /// Continues prior chains from `z` for `settings.steps` steps (long-run chains). For the
     /// Gaussian prior this is the Langevin chain of `N(0, sigma^2 I)`.
-    pub fn continue_prior<R: rand::Rng + ?Sized>(
+    pub fn continue_prior<R: rand::Rng + Send + ?Sized>(
         &self,
         z: &Tensor,
         settings: &LatentLangevin,

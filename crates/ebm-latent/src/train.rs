@@ -267,7 +267,11 @@ impl LatentTrainer {
 
     /// One iteration on images `x [B, C, H, W]` in [-1, 1]: posterior samples, prior samples
     /// (EBM prior only), then [`LatentTrainer::update`].
-    pub fn step<R: rand::Rng + ?Sized>(&mut self, x: &Tensor, rng: &mut R) -> Result<StepLog> {
+    pub fn step<R: rand::Rng + Send + ?Sized>(
+        &mut self,
+        x: &Tensor,
+        rng: &mut R,
+    ) -> Result<StepLog> {
         let start = Instant::now();
         let batch = check_images(self.model.generator(), x, "training images x")?;
         let frozen = self.model.frozen()?;

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use ebm_core::{noise, validate, Energy};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,6 @@ impl Langevin {
         E: Energy + ?Sized,
         R: rand::Rng + ?Sized,
     {
-        let c = &self.config;
         if let Some(shape) = energy.sample_shape() {
             validate::check_batch_shape(x0, &shape, "Langevin start")?;
         }
@@ -136,6 +135,25 @@ impl Langevin {
             Some(m) => Some(m.to_dtype(x0.dtype())?.broadcast_as(x0.shape())?),
             None => None,
         };
+        if x0.device().is_cpu() && x0.dtype() == DType::F32 {
+            return self.run_host(energy, x0, mask.as_ref(), rng);
+        }
+        self.run_tensors(energy, x0, mask.as_ref(), rng)
+    }
+
+    /// The chain on tensor operations, for any device and dtype.
+    fn run_tensors<E, R>(
+        &self,
+        energy: &E,
+        x0: &Tensor,
+        mask: Option<&Tensor>,
+        rng: &mut R,
+    ) -> Result<LangevinRun>
+    where
+        E: Energy + ?Sized,
+        R: rand::Rng + ?Sized,
+    {
+        let c = &self.config;
         let mut x = x0.detach();
         let mut trace = Vec::with_capacity(c.steps);
         let mut energies = None;
@@ -162,7 +180,7 @@ impl Langevin {
             if c.noise_scale > 0.0 {
                 delta = (delta + (noise::normal_like(rng, &x)? * c.noise_scale)?)?;
             }
-            if let Some(m) = &mask {
+            if let Some(m) = mask {
                 delta = (delta * m)?;
             }
             x = (x + delta)?;
@@ -173,6 +191,89 @@ impl Langevin {
         let seconds_per_step = start.elapsed().as_secs_f64() / c.steps as f64;
         Ok(LangevinRun {
             samples: x,
+            energies: energies.expect("at least one step"),
+            energy_trace: trace,
+            seconds_per_step,
+        })
+    }
+
+    /// The chain for f32 on the CPU: the update (clip, step, noise, mask, clamp) in one loop
+    /// over host memory instead of five tensor operations, each allocating. Every element goes
+    /// through the same f32 operations in the same order as in [`Langevin::run_tensors`], with
+    /// the noise drawn in the same order, so the two give the same bits (a test checks).
+    fn run_host<E, R>(
+        &self,
+        energy: &E,
+        x0: &Tensor,
+        mask: Option<&Tensor>,
+        rng: &mut R,
+    ) -> Result<LangevinRun>
+    where
+        E: Energy + ?Sized,
+        R: rand::Rng + ?Sized,
+    {
+        let c = &self.config;
+        let shape = x0.shape().clone();
+        let device = x0.device().clone();
+        let mut x: Vec<f32> = x0.flatten_all()?.to_vec1()?;
+        let mask: Option<Vec<f32>> = match mask {
+            Some(m) => Some(m.contiguous()?.flatten_all()?.to_vec1()?),
+            None => None,
+        };
+        let mut noise_buf = vec![0f32; if c.noise_scale > 0.0 { x.len() } else { 0 }];
+        // As candle converts scalar operands: `T::from_f64`, i.e. `as f32`.
+        let step_mul = (-c.step_size) as f32;
+        let noise_mul = c.noise_scale as f32;
+        let clip = c.grad_clip.map(|v| ((-v) as f32, v as f32));
+        let clamp = c.clamp.map(|(lo, hi)| (lo as f32, hi as f32));
+        let mut trace = Vec::with_capacity(c.steps);
+        let mut energies = None;
+        let start = Instant::now();
+        for step in 1..=c.steps {
+            let current = Tensor::from_slice(&x, &shape, &device)?;
+            let (e, grad) = energy.energy_and_grad(&current)?;
+            let mean = e.mean_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !mean.is_finite() {
+                return Err(Error::Diverged {
+                    step,
+                    steps: c.steps,
+                });
+            }
+            trace.push(mean);
+            energies = Some(e);
+            if grad.dims() != shape.dims() {
+                return Err(Error::Core(ebm_core::Error::Shape {
+                    what: "energy gradient".into(),
+                    expected: format!("{:?}", shape.dims()),
+                    got: grad.dims().to_vec(),
+                }));
+            }
+            let grad: Vec<f32> = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            noise::fill_normal(rng, &mut noise_buf);
+            for (i, (xi, &g)) in x.iter_mut().zip(&grad).enumerate() {
+                // candle's `clamp` is `maximum(lo)` then `minimum(hi)`; `t * s` is
+                // `affine(s, 0)`, i.e. `v * s + 0`.
+                let g = match clip {
+                    Some((lo, hi)) => minimum(maximum(g, lo), hi),
+                    None => g,
+                };
+                let mut delta = g * step_mul + 0.0;
+                if let Some(&n) = noise_buf.get(i) {
+                    delta += n * noise_mul + 0.0;
+                }
+                if let Some(m) = &mask {
+                    delta *= m[i];
+                }
+                let mut v = *xi + delta;
+                if let Some((lo, hi)) = clamp {
+                    v = minimum(maximum(v, lo), hi);
+                }
+                *xi = v;
+            }
+        }
+        let seconds_per_step = start.elapsed().as_secs_f64() / c.steps as f64;
+        Ok(LangevinRun {
+            samples: Tensor::from_vec(x, shape, &device)?,
             energies: energies.expect("at least one step"),
             energy_trace: trace,
             seconds_per_step,
@@ -199,6 +300,24 @@ impl Langevin {
         shape.extend_from_slice(sample_shape);
         let x0 = noise::uniform(rng, shape, lo, hi, candle_core::DType::F32, device)?;
         self.run(energy, &x0, rng)
+    }
+}
+
+/// candle's elementwise `maximum` (`if a < b { b } else { a }`), kept bit for bit.
+fn maximum(a: f32, b: f32) -> f32 {
+    if a < b {
+        b
+    } else {
+        a
+    }
+}
+
+/// candle's elementwise `minimum` (`if a > b { b } else { a }`), kept bit for bit.
+fn minimum(a: f32, b: f32) -> f32 {
+    if a > b {
+        b
+    } else {
+        a
     }
 }
 
@@ -268,5 +387,76 @@ impl Kernel for Langevin {
             grad_evals: 1,
             diverged,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use ebm_core::analytic::GaussianMixture;
+
+    /// The host loop and the tensor operations give the same samples, bit for bit, with every
+    /// option on (clipping that bites, noise, a mask, clamping that bites), and the same
+    /// generator state afterwards.
+    #[test]
+    fn host_update_equals_tensor_update_bit_for_bit() {
+        let energy = GaussianMixture::new(
+            vec![0.3, 0.7],
+            vec![vec![0.2; 6], vec![0.9; 6]],
+            vec![0.05, 0.02],
+        )
+        .unwrap();
+        let mut rng = noise::seeded_rng(3);
+        let x0 = noise::uniform(&mut rng, (5, 6), 0.0, 1.0, DType::F32, &Device::Cpu).unwrap();
+        let mask = Tensor::from_vec(vec![1f32, 0., 1., 1., 0., 1.], 6, &Device::Cpu).unwrap();
+        for (clip, noise_scale, masked) in [
+            (Some(0.05), 0.01, true),
+            (None, 0.3, false),
+            (Some(1.0), 0.0, false),
+        ] {
+            let sampler = Langevin::new(LangevinConfig {
+                step_size: 0.01,
+                noise_scale,
+                steps: 7,
+                grad_clip: clip,
+                clamp: Some((0.0, 1.0)),
+            })
+            .unwrap();
+            let mask = masked.then(|| mask.broadcast_as((5, 6)).unwrap());
+            let (mut r1, mut r2) = (noise::seeded_rng(9), noise::seeded_rng(9));
+            let host = sampler
+                .run_host(&energy, &x0, mask.as_ref(), &mut r1)
+                .unwrap();
+            let tensors = sampler
+                .run_tensors(&energy, &x0, mask.as_ref(), &mut r2)
+                .unwrap();
+            let a: Vec<f32> = host.samples.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = tensors.samples.flatten_all().unwrap().to_vec1().unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&a),
+                bits(&b),
+                "clip {clip:?} noise {noise_scale} mask {masked}"
+            );
+            assert_ne!(a, x0.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            assert_eq!(host.energy_trace, tensors.energy_trace);
+            assert_eq!(
+                rand::Rng::random::<u64>(&mut r1),
+                rand::Rng::random::<u64>(&mut r2)
+            );
+            if clip == Some(0.05) {
+                // The clip bites: some gradient elements exceed it at the start.
+                let (_, g) = energy.energy_and_grad(&x0).unwrap();
+                let gmax = g
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(gmax > 0.05, "max |grad| {gmax}");
+            }
+        }
     }
 }

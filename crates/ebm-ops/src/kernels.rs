@@ -324,6 +324,28 @@ pub fn conv_image<T: Real>(
     }
 }
 
+/// `dst [cols, rows] = src [rows, cols]ᵀ`, both row-major, in tiles of 16 x 16 so that reads and
+/// writes both stay within a few cache lines at a time.
+pub fn transpose<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    assert!(
+        src.len() >= rows * cols && dst.len() >= rows * cols,
+        "transpose: slices shorter than rows x cols"
+    );
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..r1 {
+                let row = &src[r * cols + c0..r * cols + c1];
+                for (c, &v) in (c0..c1).zip(row) {
+                    dst[c * rows + r] = v;
+                }
+            }
+        }
+    }
+}
+
 /// `out [rows, n] = bias + W [rows, depth] · x [depth, n]`, all row-major: a dense layer on
 /// activations stored feature-major (one column per sample). `packed` is `W` packed by
 /// [`Real::pack`] when available.
@@ -518,6 +540,24 @@ pub fn swish_backward<T: Real>(x: &[T], gy: &[T]) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_moves_every_element_to_its_mirror() {
+        for (rows, cols) in [(1, 1), (3, 5), (16, 16), (17, 33), (100, 100), (50, 100)] {
+            let src: Vec<u32> = (0..(rows * cols) as u32).collect();
+            let mut dst = vec![u32::MAX; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        dst[c * rows + r],
+                        src[r * cols + c],
+                        "({rows}x{cols}) [{r},{c}]"
+                    );
+                }
+            }
+        }
+    }
 
     /// A direct six-loop convolution, the definition itself.
     fn conv_direct(x: &[f64], w: &[f64], g: &ConvGeom) -> Vec<f64> {

@@ -110,15 +110,122 @@ unsafe fn kernel(
     while j < p {
         let width = (p - j).min(NR);
         // SAFETY: see conv_gemm; tiles stay inside the asserted lengths. A narrow last tile
-        // uses as many 16-lane vectors as it needs, not three.
+        // uses as many 16-lane vectors as it needs, not three, and a last tile of a few
+        // columns goes down the rows instead (a 16-lane tile would be mostly padding).
         unsafe {
-            match width.div_ceil(16) {
-                1 => tile::<1>(w, col, p, j, width, bias, out, out_stride),
-                2 => tile::<2>(w, col, p, j, width, bias, out, out_stride),
-                _ => tile::<3>(w, col, p, j, width, bias, out, out_stride),
+            match width {
+                1 => few_columns::<1>(w, col, p, j, bias, out, out_stride),
+                2 => few_columns::<2>(w, col, p, j, bias, out, out_stride),
+                3 => few_columns::<3>(w, col, p, j, bias, out, out_stride),
+                4 => few_columns::<4>(w, col, p, j, bias, out, out_stride),
+                5 => few_columns::<5>(w, col, p, j, bias, out, out_stride),
+                6 => few_columns::<6>(w, col, p, j, bias, out, out_stride),
+                _ => match width.div_ceil(16) {
+                    1 => tile::<1>(w, col, p, j, width, bias, out, out_stride),
+                    2 => tile::<2>(w, col, p, j, width, bias, out, out_stride),
+                    _ => tile::<3>(w, col, p, j, width, bias, out, out_stride),
+                },
             }
         }
         j += NR;
+    }
+}
+
+/// Panels handled together by [`few_columns`]: enough independent accumulators to hide the
+/// latency of the multiply-adds.
+const GROUP: usize = 4;
+
+/// The last `C <= 6` columns starting at `j`: each panel's 8 rows as one 8-lane vector, times
+/// each column's element broadcast, [`GROUP`] panels at a time. Where a 16-lane tile of `tile`
+/// would spend a whole row of multiply-adds per broadcast on a column or two, this spends one
+/// per column.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn few_columns<const C: usize>(
+    w: &PackedWeights,
+    col: *const f32,
+    p: usize,
+    j: usize,
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    let panels = w.rows.div_ceil(MR);
+    let mut first = 0;
+    // SAFETY: see `panel_group`; every group lies inside the panels.
+    unsafe {
+        while first + GROUP <= panels {
+            panel_group::<C, GROUP>(w, col, p, j, bias, out, out_stride, first);
+            first += GROUP;
+        }
+        match panels - first {
+            1 => panel_group::<C, 1>(w, col, p, j, bias, out, out_stride, first),
+            2 => panel_group::<C, 2>(w, col, p, j, bias, out, out_stride, first),
+            3 => panel_group::<C, 3>(w, col, p, j, bias, out, out_stride, first),
+            _ => {}
+        }
+    }
+}
+
+/// Panels `first .. first + G` of [`few_columns`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_group<const C: usize, const G: usize>(
+    w: &PackedWeights,
+    col: *const f32,
+    p: usize,
+    j: usize,
+    bias: Option<&[f32]>,
+    out: *mut f32,
+    out_stride: usize,
+    first: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: as for `tile`: K rows of `p` columns of `col` from column `j` over `C` columns
+    // are readable, `rows` rows of `out` writable there; packed panels hold `MR * depth`
+    // values each (zero rows past `rows`), and only rows below `rows` are stored.
+    unsafe {
+        let (rows, depth) = (w.rows, w.depth);
+        let mut acc = [[_mm256_setzero_ps(); C]; G];
+        if let Some(b) = bias {
+            for (g, a) in acc.iter_mut().enumerate() {
+                let mut lanes = [0f32; MR];
+                for (r, lane) in lanes.iter_mut().enumerate() {
+                    let row = (first + g) * MR + r;
+                    if row < rows {
+                        *lane = *b.get_unchecked(row);
+                    }
+                }
+                *a = [_mm256_loadu_ps(lanes.as_ptr()); C];
+            }
+        }
+        let wp = w.data.as_ptr().add(first * depth * MR);
+        for k in 0..depth {
+            let c = col.add(k * p + j);
+            let mut x = [_mm256_setzero_ps(); C];
+            for (i, v) in x.iter_mut().enumerate() {
+                *v = _mm256_set1_ps(*c.add(i));
+            }
+            for (g, a) in acc.iter_mut().enumerate() {
+                let wv = _mm256_loadu_ps(wp.add((g * depth + k) * MR));
+                for i in 0..C {
+                    a[i] = _mm256_fmadd_ps(wv, x[i], a[i]);
+                }
+            }
+        }
+        for (g, a) in acc.iter().enumerate() {
+            for (i, v) in a.iter().enumerate() {
+                let mut lanes = [0f32; MR];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
+                for (r, &lane) in lanes.iter().enumerate() {
+                    let row = (first + g) * MR + r;
+                    if row < rows {
+                        *out.add(row * out_stride + j + i) = lane;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -201,6 +308,12 @@ mod tests {
             (17, 33, 100),
             (64, 576, 196),
             (1, 5, 7),
+            (200, 100, 50),
+            (33, 17, 49),
+            (41, 30, 52),
+            (9, 4, 3),
+            (25, 7, 101),
+            (12, 3, 54),
         ] {
             let w: Vec<f32> = (0..o * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
