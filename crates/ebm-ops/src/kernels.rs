@@ -29,6 +29,19 @@ pub trait Real:
     fn pack(_w: &[Self], _rows: usize, _depth: usize) -> Option<PackedWeights> {
         None
     }
+    /// `out [rows, n] = W [rows, depth] · x [depth, n]` with `W`'s rows `w_stride` apart, read
+    /// in place by the AVX-512 kernel; false when it cannot run.
+    fn strided_gemm(
+        _w: &[Self],
+        _rows: usize,
+        _depth: usize,
+        _w_stride: usize,
+        _x: &[Self],
+        _n: usize,
+        _out: &mut [Self],
+    ) -> bool {
+        false
+    }
     /// `out = bias + W · col` with the packed AVX-512 kernel; false when it cannot run.
     fn packed_gemm(
         _w: &PackedWeights,
@@ -63,6 +76,17 @@ impl Real for f32 {
         out_stride: usize,
     ) -> bool {
         crate::packed_gemm::conv_gemm(w, col, n, bias, out, out_stride)
+    }
+    fn strided_gemm(
+        w: &[f32],
+        rows: usize,
+        depth: usize,
+        w_stride: usize,
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) -> bool {
+        crate::packed_gemm::gemm_strided_w(w, rows, depth, w_stride, x, n, out)
     }
 }
 
@@ -451,15 +475,30 @@ pub fn kernel_grad_image<T: Real>(
     parallel: bool,
 ) {
     let (k, p, o) = (g.col_rows(), g.col_cols(), g.out_channels);
+    // Scratch: the unfolded image [K, P], then gyᵀ [P, O] and dwᵀ [K, O] for the AVX-512 path.
+    let need = k * p + p * o + k * o;
+    if col.len() < need {
+        col.resize(need, T::ZERO);
+    }
+    let (unfolded, rest) = col.split_at_mut(k * p);
     let rhs: &[T] = if g.kernel_h == 1 && g.kernel_w == 1 && g.padding == 0 {
         x
     } else {
-        if col.len() < k * p {
-            col.resize(k * p, T::ZERO);
-        }
-        im2col(x, g, &mut col[..k * p]);
-        &col[..k * p]
+        im2col(x, g, unfolded);
+        unfolded
     };
+    // dwᵀ [K, O] = col [K, P] · gyᵀ [P, O], reading col in place: the `gemm` crate packs
+    // col (as large as the product's work) on every call.
+    let (gy_t, dw_t) = rest.split_at_mut(p * o);
+    transpose(&gy[..o * p], o, p, gy_t);
+    if T::strided_gemm(rhs, k, p, p, gy_t, o, &mut dw_t[..k * o]) {
+        for (r, row) in dw.chunks_exact_mut(k).enumerate().take(o) {
+            for (c, d) in row.iter_mut().enumerate() {
+                *d += dw_t[c * o + r];
+            }
+        }
+        return;
+    }
     // rhs is col^T: row index p (stride 1), column index k (stride P).
     matmul(o, k, p, dw, k, true, gy, rhs, 1, p as isize, parallel);
 }
@@ -681,6 +720,64 @@ mod tests {
             let slow = conv_direct(&x, &wt, &g);
             for (a, b) in fast.iter().zip(&slow) {
                 assert!((a - b).abs() < 1e-12, "k={kh} pad={pad}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The f32 kernel gradient (the in-place AVX-512 product where the CPU has it, the `gemm`
+    /// crate otherwise) against its definition in f64.
+    #[test]
+    fn f32_kernel_gradient_equals_its_definition() {
+        for (c, o, h, k, pad) in [
+            (3, 20, 9, 3, 1),
+            (2, 5, 4, 1, 0),
+            (1, 16, 28, 3, 1),
+            (4, 50, 6, 3, 0),
+        ] {
+            let g = ConvGeom {
+                batch: 3,
+                in_channels: c,
+                height: h,
+                width: h,
+                out_channels: o,
+                kernel_h: k,
+                kernel_w: k,
+                padding: pad,
+            };
+            let x = pseudo(g.batch * g.in_image_len(), 3);
+            let gy = pseudo(g.batch * g.out_image_len(), 4);
+            let to32 = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+            let fast = conv_kernel_grad(&to32(&x), &to32(&gy), &g);
+            let (oh, ow) = (g.out_h(), g.out_w());
+            for oc in 0..o {
+                for ic in 0..c {
+                    for i in 0..k {
+                        for j in 0..k {
+                            let mut expect = 0.0f64;
+                            for b in 0..g.batch {
+                                for y in 0..oh {
+                                    for xx in 0..ow {
+                                        let (yy, xi) = (y + i, xx + j);
+                                        if yy < pad || xi < pad || yy - pad >= h || xi - pad >= h {
+                                            continue;
+                                        }
+                                        let xv = x[((b * c + ic) * h + yy - pad) * h + xi - pad]
+                                            as f32
+                                            as f64;
+                                        let gv =
+                                            gy[((b * o + oc) * oh + y) * ow + xx] as f32 as f64;
+                                        expect += xv * gv;
+                                    }
+                                }
+                            }
+                            let got = fast[((oc * c + ic) * k + i) * k + j] as f64;
+                            assert!(
+                                (got - expect).abs() < 1e-4 * (1.0 + expect.abs()),
+                                "c{c} o{o} h{h} k{k}: [{oc},{ic},{i},{j}] {got} vs {expect}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

@@ -121,9 +121,9 @@ unsafe fn kernel(
                 5 => few_columns::<5>(w, col, p, j, bias, out, out_stride),
                 6 => few_columns::<6>(w, col, p, j, bias, out, out_stride),
                 _ => match width.div_ceil(16) {
-                    1 => tile::<1>(w, col, p, j, width, bias, out, out_stride),
-                    2 => tile::<2>(w, col, p, j, width, bias, out, out_stride),
-                    _ => tile::<3>(w, col, p, j, width, bias, out, out_stride),
+                    1 => tile::<1, _>(w, col, p, j, width, bias, out, out_stride),
+                    2 => tile::<2, _>(w, col, p, j, width, bias, out, out_stride),
+                    _ => tile::<3, _>(w, col, p, j, width, bias, out, out_stride),
                 },
             }
         }
@@ -229,12 +229,119 @@ unsafe fn panel_group<const C: usize, const G: usize>(
     }
 }
 
+/// Where [`tile`] reads `W [rows, depth]`: for row panel `panel`, a base pointer, each of its
+/// [`MR`] rows' offset from it, and the step between consecutive depths.
+trait WeightRows {
+    fn rows(&self) -> usize;
+    fn depth(&self) -> usize;
+    /// # Safety
+    /// `panel < rows.div_ceil(MR)`; every address `base + offset[r] + k * step` for `k < depth`
+    /// must be readable.
+    unsafe fn panel(&self, panel: usize) -> (*const f32, [usize; MR], usize);
+}
+
+impl WeightRows for PackedWeights {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn depth(&self) -> usize {
+        self.depth
+    }
+    #[inline(always)]
+    unsafe fn panel(&self, panel: usize) -> (*const f32, [usize; MR], usize) {
+        // SAFETY: the panel lies inside `data` (panels x depth x MR values, zero-padded rows).
+        let base = unsafe { self.data.as_ptr().add(panel * self.depth * MR) };
+        (base, [0, 1, 2, 3, 4, 5, 6, 7], MR)
+    }
+}
+
+/// A row-major `W [rows, depth]` read in place, rows `stride` apart (no packing): the rows past
+/// the last in the last panel read the last row again, and their results are not stored.
+struct StridedRows<'a> {
+    w: &'a [f32],
+    rows: usize,
+    depth: usize,
+    stride: usize,
+}
+
+impl WeightRows for StridedRows<'_> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn depth(&self) -> usize {
+        self.depth
+    }
+    #[inline(always)]
+    unsafe fn panel(&self, panel: usize) -> (*const f32, [usize; MR], usize) {
+        let mut offsets = [0; MR];
+        for (r, o) in offsets.iter_mut().enumerate() {
+            *o = (panel * MR + r).min(self.rows - 1) * self.stride;
+        }
+        (self.w.as_ptr(), offsets, 1)
+    }
+}
+
+/// `out [rows, n] = W [rows, depth] · x [depth, n]` with `W` read in place, its rows `w_stride`
+/// apart, and `x` and `out` row-major with rows of `n`: for a `W` used once, such as the
+/// unfolded image in a kernel gradient (`dwᵀ = col · gyᵀ`), where packing it would cost as
+/// much as the product. Returns false, touching nothing, when the CPU lacks AVX-512.
+pub fn gemm_strided_w(
+    w: &[f32],
+    rows: usize,
+    depth: usize,
+    w_stride: usize,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+) -> bool {
+    assert!(
+        rows >= 1
+            && w_stride >= depth
+            && w.len() >= (rows - 1) * w_stride + depth
+            && x.len() >= depth * n
+            && out.len() >= rows * n,
+        "gemm_strided_w: slices too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        let w = StridedRows {
+            w,
+            rows,
+            depth,
+            stride: w_stride,
+        };
+        // SAFETY: the CPU has AVX-512F; the asserts above cover every row (clamped to the
+        // last), depth and column the tiles touch.
+        unsafe { strided_kernel(&w, x.as_ptr(), n, out.as_mut_ptr()) };
+        return true;
+    }
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn strided_kernel(w: &StridedRows<'_>, x: *const f32, n: usize, out: *mut f32) {
+    let mut j = 0;
+    while j < n {
+        let width = (n - j).min(NR);
+        // SAFETY: see gemm_strided_w.
+        unsafe {
+            match width.div_ceil(16) {
+                1 => tile::<1, _>(w, x, n, j, width, None, out, n),
+                2 => tile::<2, _>(w, x, n, j, width, None, out, n),
+                _ => tile::<3, _>(w, x, n, j, width, None, out, n),
+            }
+        }
+        j += NR;
+    }
+}
+
 /// One column tile of `width <= 16 V` columns starting at `j`, every row panel.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<const V: usize>(
-    w: &PackedWeights,
+unsafe fn tile<const V: usize, W: WeightRows>(
+    w: &W,
     col: *const f32,
     p: usize,
     j: usize,
@@ -248,14 +355,14 @@ unsafe fn tile<const V: usize>(
     // `out_stride` of `out`, are readable and writable from column `j` over `width` columns;
     // masked loads and stores touch nothing past `width`.
     unsafe {
-        let (rows, depth) = (w.rows, w.depth);
+        let (rows, depth) = (w.rows(), w.depth());
         let mut masks = [0 as __mmask16; V];
         for (v, m) in masks.iter_mut().enumerate() {
             let n = width.saturating_sub(16 * v).min(16);
             *m = ((1u32 << n) - 1) as __mmask16;
         }
         for panel in 0..rows.div_ceil(MR) {
-            let wp = w.data.as_ptr().add(panel * depth * MR);
+            let (wp, row_step, k_step) = w.panel(panel);
             let mut acc = [[_mm512_setzero_ps(); V]; MR];
             if let Some(b) = bias {
                 for (r, a) in acc.iter_mut().enumerate() {
@@ -271,9 +378,9 @@ unsafe fn tile<const V: usize>(
                 for (i, x) in v.iter_mut().enumerate() {
                     *x = _mm512_maskz_loadu_ps(masks[i], c.add(16 * i));
                 }
-                let wk = wp.add(k * MR);
+                let wk = wp.add(k * k_step);
                 for (r, a) in acc.iter_mut().enumerate() {
-                    let s = _mm512_set1_ps(*wk.add(r));
+                    let s = _mm512_set1_ps(*wk.add(row_step[r]));
                     for i in 0..V {
                         a[i] = _mm512_fmadd_ps(s, v[i], a[i]);
                     }
@@ -295,6 +402,42 @@ unsafe fn tile<const V: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strided_kernel_equals_naive_product() {
+        if !available() {
+            eprintln!("skipping: no AVX-512 on this CPU");
+            return;
+        }
+        for (rows, depth, stride, n) in [
+            (9, 784, 790, 32),
+            (288, 196, 196, 16),
+            (17, 33, 40, 50),
+            (1, 5, 5, 7),
+            (8, 9, 9, 64),
+        ] {
+            let w: Vec<f32> = (0..(rows - 1) * stride + depth)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let x: Vec<f32> = (0..depth * n)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            let mut out = vec![f32::NAN; rows * n];
+            assert!(gemm_strided_w(&w, rows, depth, stride, &x, n, &mut out));
+            for r in 0..rows {
+                for c in 0..n {
+                    let expect: f64 = (0..depth)
+                        .map(|k| w[r * stride + k] as f64 * x[k * n + c] as f64)
+                        .sum();
+                    let got = out[r * n + c] as f64;
+                    assert!(
+                        (got - expect).abs() < 1e-4 * (1.0 + expect.abs()),
+                        "({rows},{depth},{stride},{n}) [{r},{c}]: {got} vs {expect}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn packed_kernel_equals_naive_product() {
