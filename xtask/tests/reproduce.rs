@@ -148,6 +148,36 @@ fn quick_recipe_writes_the_whole_report() {
     assert!(
         json["unconditional_loss"].is_number() && json["config"]["recipe"]["model"].is_object()
     );
+    // The class accuracy of the conditional samples is what the saved domain classifier says
+    // of the saved samples and the classes they were asked for; the unconditional model has none.
+    let classifier: ebm_nn::Classifier = checkpoint::load(
+        &xtask::classifier::weights_path(&dir.path().join("classifiers"), &recipe.dataset),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let samples =
+        candle_core::Tensor::read_npy(dir.path().join("conditional_samples_noise.npy")).unwrap();
+    let predicted: Vec<u32> = classifier
+        .logits(&samples)
+        .unwrap()
+        .argmax(1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let agree = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
+    let accuracy = json["conditional_class_accuracy_noise"].as_f64().unwrap();
+    assert!(
+        (accuracy - agree as f64 / labels.len() as f64).abs() < 1e-12,
+        "{accuracy} vs {agree} of {}",
+        labels.len()
+    );
+    let buffer = json["conditional_class_accuracy_buffer"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&buffer), "{buffer}");
+    assert!(json.get("unconditional_class_accuracy_noise").is_none());
     for key in [
         "ood_auroc_mnist",
         "ood_auroc_uniform",

@@ -52,32 +52,41 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// Minutes on a 2-core CPU: Fashion-MNIST 28x28, a 4-block ResNet of width 16. Spectral
-    /// norm is off and the learning rate is 1e-4: with spectral norm, energies and their
-    /// gradients are so small that a few hundred CPU iterations learn next to nothing (measured;
-    /// see docs/RESULTS.md). Chains persist in the replay buffer, so 10 steps per iteration
-    /// suffice in training; pictures use 40.
+    /// Minutes on a 2-core CPU: Fashion-MNIST 28x28, a 4-block ResNet of width 16 that halves
+    /// the resolution after blocks 1 and 3 (one block at 28x28, two at 14x14, one at 7x7: a
+    /// third cheaper per step than halving after blocks 2 and 4, so more iterations fit).
+    /// Spectral norm is off: with it, energies and their gradients are so small that a few
+    /// hundred CPU iterations learn next to nothing (measured; see docs/RESULTS.md). Adam's
+    /// learning rate is 1e-3 and the energy regulariser's weight 0.1, which let the energies
+    /// (and so the sampler's gradients) grow within the budget; both were chosen by a sweep whose
+    /// arms docs/RESULTS.md lists. Chains persist in the replay buffer, so 10 steps per
+    /// iteration suffice in training; pictures from noise take 100, about as many as a chain
+    /// in the buffer has taken by the end of training.
     pub fn quick() -> Self {
         let mut model = IgebmConfig::small(1, 28, 16);
         model.spectral_norm = false;
+        for (block, downsample) in model.blocks.iter_mut().zip([true, false, true, false]) {
+            block.downsample = downsample;
+        }
         Self {
             dataset: DataSet::FashionMnist.name().into(),
             model,
             train: CdConfig {
+                l2_coeff: 0.1,
                 langevin: LangevinConfig {
                     steps: 10,
                     ..LangevinConfig::igebm()
                 },
                 adam: ebm_train::AdamConfig {
-                    lr: 1e-4,
+                    lr: 1e-3,
                     ..Default::default()
                 },
                 ..CdConfig::default()
             },
             batch_size: 64,
-            iterations: 1000,
+            iterations: 1600,
             eval_langevin: LangevinConfig {
-                steps: 40,
+                steps: 100,
                 ..LangevinConfig::igebm()
             },
             samples: 100,
@@ -333,15 +342,37 @@ pub fn run_recipe(
         let buffer = trainer
             .buffer()
             .context("the recipe trains with a replay buffer")?;
-        let buffered = if conditional {
+        let (buffered, buffered_labels) = if conditional {
             let per_class = (0..classes as u32)
-                .map(|c| buffer.recent_of_label(c, rows, device))
+                .map(|c| Ok(buffer.recent_of_label(c, rows, device)?.map(|x| (c, x))))
                 .collect::<ebm_mcmc::Result<Vec<_>>>()?;
-            let parts: Vec<Tensor> = per_class.into_iter().flatten().collect();
-            Tensor::cat(&parts, 0)?
+            let mut parts = Vec::new();
+            let mut asked = Vec::new();
+            for (c, x) in per_class.into_iter().flatten() {
+                asked.extend(std::iter::repeat_n(c, x.dim(0)?));
+                parts.push(x);
+            }
+            let n_asked = asked.len();
+            (
+                Tensor::cat(&parts, 0)?,
+                Some(Tensor::from_vec(asked, n_asked, device)?),
+            )
         } else {
-            buffer.recent(n, device)?.0
+            (buffer.recent(n, device)?.0, None)
         };
+        // How often the domain classifier (test accuracy in `classifier_test_accuracy`) sees
+        // the class a conditional sample was asked for: 0.1 is chance, an independent check
+        // that the pictures show the right kind of clothing.
+        if let (Some(asked_noise), Some(asked_buffer)) = (&labels, &buffered_labels) {
+            report.metric(
+                format!("{name}_class_accuracy_noise"),
+                classifier.model.accuracy(&run.samples, asked_noise, 100)?,
+            );
+            report.metric(
+                format!("{name}_class_accuracy_buffer"),
+                classifier.model.accuracy(&buffered, asked_buffer, 100)?,
+            );
+        }
         save_grid(
             &buffered,
             &out.join(format!("{name}_samples_buffer.png")),
@@ -463,11 +494,21 @@ pub fn run_recipe(
             &md_rows
         )
     ));
+    let class_accuracy = match (
+        report.metrics.get("conditional_class_accuracy_noise"),
+        report.metrics.get("conditional_class_accuracy_buffer"),
+    ) {
+        (Some(noise), Some(buffer)) => format!(
+            "\n\nThe domain classifier (test accuracy {:.3}) puts a conditional sample in the class it was asked for {noise:.3} of the time from noise and {buffer:.3} from the replay buffer (chance 0.1).",
+            classifier.record.test_accuracy
+        ),
+        _ => String::new(),
+    };
     report.section(format!(
         "## Samples\n\nFrom uniform noise by {} Langevin steps (step {}, noise {}, clip {:?}); the conditional grids have one row per class ({}).\n\n\
          | | from noise | from the replay buffer |\n| --- | --- | --- |\n\
          | unconditional | ![](unconditional_samples_noise.png) | ![](unconditional_samples_buffer.png) |\n\
-         | conditional | ![](conditional_samples_noise.png) | ![](conditional_samples_buffer.png) |\n\n\
+         | conditional | ![](conditional_samples_noise.png) | ![](conditional_samples_buffer.png) |{class_accuracy}\n\n\
          Training curves: `*_energies.png`, `*_loss.png`. Samples as `.npy` (N x C x H x W in [0, 1]); checkpoints in `checkpoints/`.",
         recipe.eval_langevin.steps,
         recipe.eval_langevin.step_size,
