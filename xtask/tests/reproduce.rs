@@ -278,14 +278,14 @@ fn overrides_change_fields_and_reject_unknown_ones() {
     let r: Recipe = apply_overrides(
         &Recipe::quick(),
         &[
-            "train.adam.lr=0.001".into(),
+            "train.adam.lr=0.0005".into(),
             "models=[\"conditional\"]".into(),
         ],
     )
     .unwrap();
     assert_eq!(
         (r.train.adam.lr, r.models.clone()),
-        (0.001, vec!["conditional".to_string()])
+        (0.0005, vec!["conditional".to_string()])
     );
     let err = apply_overrides(&Recipe::quick(), &["train.adam.learning_rate=1".into()])
         .unwrap_err()

@@ -289,7 +289,7 @@ fn resuming_under_another_recipe_is_refused() {
     let out = tmp.path().join("run");
     run_to_end(&data, &out, false);
     let output = command(&data, &out, true)
-        .args(["--set", "train.adam.lr=0.001"])
+        .args(["--set", "train.adam.lr=0.0005"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
