@@ -409,7 +409,7 @@ fn damaged_data_files() {
                     std::fs::write(train_labels(d), gzip(&b)).unwrap()
                 }
             }),
-            "64 images but 63 labels",
+            "train-labels-idx1-ubyte.gz: 63 labels for the 64 images of",
         ),
         (
             "label out of range",
@@ -422,7 +422,7 @@ fn damaged_data_files() {
                     std::fs::write(train_labels(d), gzip(&b)).unwrap()
                 }
             }),
-            "label 10 is out of range for 10 classes",
+            "train-labels-idx1-ubyte.gz: label 5 is 10, out of range for 10 classes",
         ),
         (
             "labels file holding images (wrong rank)",
@@ -431,7 +431,7 @@ fn damaged_data_files() {
                 let full = full.clone();
                 move |d| std::fs::write(train_labels(d), &full).unwrap()
             }),
-            "expected images [N, H, W] and labels [N], got [64, 28, 28] and [64, 28, 28]",
+            "train-labels-idx1-ubyte.gz: expected labels of dimensions [N], got [64, 28, 28]",
         ),
     ];
     for (case, folder, damage, phrase) in cases {

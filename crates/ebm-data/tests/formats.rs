@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use candle_core::Device;
-use ebm_data::{cifar, idx, ImageSet, ShuffledBatches};
+use ebm_data::{cifar, idx, DataSet, ImageSet, ShuffledBatches, Split};
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -60,6 +60,85 @@ fn damaged_idx_files_name_the_file_and_the_problem() {
         err.contains("absent.gz") && err.contains("No such file"),
         "{err}"
     );
+}
+
+/// A problem of the labels file is reported under the labels file's name, a problem of the
+/// images file under the images file's, whichever of the pair has it.
+#[test]
+fn a_damaged_pair_names_the_file_at_fault() {
+    let images = "t10k-images-idx3-ubyte.gz";
+    let labels = "t10k-labels-idx1-ubyte.gz";
+    let (dims, data) = sample_idx();
+    // (image dims, image bytes, label dims, label bytes, the file at fault, the problem)
+    type Case<'a> = (Vec<usize>, Vec<u8>, Vec<usize>, Vec<u8>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            dims.clone(),
+            data.clone(),
+            vec![3],
+            vec![1, 12, 2],
+            labels,
+            "label 1 is 12, out of range for 10 classes",
+        ),
+        (
+            dims.clone(),
+            data.clone(),
+            vec![2],
+            vec![1, 2],
+            labels,
+            "2 labels for the 3 images of",
+        ),
+        (
+            dims.clone(),
+            data.clone(),
+            vec![3, 1],
+            vec![1, 2, 3],
+            labels,
+            "expected labels of dimensions [N], got [3, 1]",
+        ),
+        (
+            vec![60],
+            data.clone(),
+            vec![3],
+            vec![1, 2, 3],
+            images,
+            "expected images of dimensions [N, H, W], got [60]",
+        ),
+    ];
+    for (image_dims, image_data, label_dims, label_data, culprit, problem) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(images),
+            gzip(&idx::encode(&image_dims, &image_data)),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(labels),
+            gzip(&idx::encode(&label_dims, &label_data)),
+        )
+        .unwrap();
+        let err = DataSet::FashionMnist
+            .load_from(dir.path(), Split::Test)
+            .unwrap_err()
+            .to_string();
+        let expected = format!("{}: {problem}", dir.path().join(culprit).display());
+        assert!(
+            err.starts_with(&expected),
+            "{err}\nshould start with {expected}"
+        );
+    }
+    // The intact pair loads.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(images), gzip(&idx::encode(&dims, &data))).unwrap();
+    std::fs::write(
+        dir.path().join(labels),
+        gzip(&idx::encode(&[3], &[0, 9, 4])),
+    )
+    .unwrap();
+    let set = DataSet::FashionMnist
+        .load_from(dir.path(), Split::Test)
+        .unwrap();
+    assert_eq!((set.len(), set.labels()), (3, &[0u8, 9, 4][..]));
 }
 
 #[test]
