@@ -114,16 +114,28 @@ impl Snapshot {
         let (m, v) = adam.moments();
         self.put_list(&format!("{prefix}.m"), m)?;
         self.put_list(&format!("{prefix}.v"), v)?;
+        self.set_value(&format!("{prefix}.lr"), &adam.config().lr)?;
         self.set_value(&format!("{prefix}.steps"), &adam.steps())
     }
 
-    /// Restores what [`Snapshot::put_adam`] stored.
+    /// Restores what [`Snapshot::put_adam`] stored: the moments, the step count and the
+    /// learning rate (which [`crate::Adam::set_lr`] may have changed since the optimiser was
+    /// made). A snapshot written before the learning rate was stored leaves it as it is.
     pub fn restore_adam(&self, prefix: &str, adam: &mut crate::Adam) -> Result<()> {
+        let lr_key = format!("{prefix}.lr");
+        let lr: Option<f64> = match self.meta.contains_key(&lr_key) {
+            true => Some(self.value(&lr_key)?),
+            false => None,
+        };
         adam.set_state(
             self.value(&format!("{prefix}.steps"))?,
             self.list(&format!("{prefix}.m"))?,
             self.list(&format!("{prefix}.v"))?,
-        )
+        )?;
+        match lr {
+            Some(lr) => adam.set_lr(lr),
+            None => Ok(()),
+        }
     }
 
     /// Stores a replay buffer's contents under `prefix`.

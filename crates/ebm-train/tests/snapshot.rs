@@ -266,3 +266,29 @@ fn truncate(path: &std::path::Path, keep: usize) {
     let bytes = std::fs::read(path).unwrap();
     std::fs::write(path, &bytes[..keep.min(bytes.len())]).unwrap();
 }
+
+/// The learning rate travels with the optimiser state: one changed by `set_lr` comes back on
+/// restore, and a snapshot without it (written before it was stored) leaves the rate alone.
+#[test]
+fn the_learning_rate_is_restored_with_the_optimiser() {
+    let var =
+        candle_core::Var::from_tensor(&Tensor::ones(3, DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let made = ebm_train::AdamConfig {
+        lr: 1e-3,
+        ..Default::default()
+    };
+    let mut adam = ebm_train::Adam::new(vec![var.clone()], made.clone()).unwrap();
+    adam.set_lr(2.5e-4).unwrap();
+    let mut snapshot = Snapshot::new(1);
+    snapshot.put_adam("opt", &adam).unwrap();
+
+    let mut restored = ebm_train::Adam::new(vec![var.clone()], made.clone()).unwrap();
+    assert_eq!(restored.config().lr, 1e-3);
+    snapshot.restore_adam("opt", &mut restored).unwrap();
+    assert_eq!(restored.config().lr, 2.5e-4);
+
+    snapshot.meta.remove("opt.lr");
+    let mut old = ebm_train::Adam::new(vec![var], made).unwrap();
+    snapshot.restore_adam("opt", &mut old).unwrap();
+    assert_eq!(old.config().lr, 1e-3);
+}
