@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::{cifar, idx, Error, ImageSet, Result};
+use crate::{cifar, Error, ImageSet, Result};
 
 /// A data set the project can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -275,59 +275,11 @@ impl DataSet {
     /// `Train` and the last 2,000 `Test`.
     pub fn load_from(self, dir: &Path, split: Split) -> Result<ImageSet> {
         let pair = |images: &str, labels: &str| -> Result<ImageSet> {
-            let (image_path, label_path) = (dir.join(images), dir.join(labels));
-            let image_array = idx::read(&image_path)?;
-            let label_array = idx::read(&label_path)?;
-            // Each problem is reported under the file that has it.
-            let corrupt = |path: &Path, problem: String| Error::Corrupt {
-                path: path.to_path_buf(),
-                problem,
-            };
-            if image_array.dims.len() != 3 {
-                return Err(corrupt(
-                    &image_path,
-                    format!(
-                        "expected images of dimensions [N, H, W], got {:?}",
-                        image_array.dims
-                    ),
-                ));
-            }
-            if label_array.dims.len() != 1 {
-                return Err(corrupt(
-                    &label_path,
-                    format!(
-                        "expected labels of dimensions [N], got {:?}",
-                        label_array.dims
-                    ),
-                ));
-            }
-            if label_array.dims[0] != image_array.dims[0] {
-                return Err(corrupt(
-                    &label_path,
-                    format!(
-                        "{} labels for the {} images of {}",
-                        label_array.dims[0],
-                        image_array.dims[0],
-                        image_path.display()
-                    ),
-                ));
-            }
-            let classes = self.class_names().len();
-            if let Some((i, bad)) = label_array
-                .data
-                .iter()
-                .enumerate()
-                .find(|(_, &l)| l as usize >= classes)
-            {
-                return Err(corrupt(
-                    &label_path,
-                    format!("label {i} is {bad}, out of range for {classes} classes"),
-                ));
-            }
-            ImageSet::from_idx(image_array, label_array, classes).map_err(|e| match e {
-                Error::Invalid(m) => corrupt(&image_path, m),
-                other => other,
-            })
+            ImageSet::read_idx_pair(
+                &dir.join(images),
+                &dir.join(labels),
+                self.class_names().len(),
+            )
         };
         match (self, split) {
             (DataSet::FashionMnist | DataSet::Mnist, Split::Train) => {

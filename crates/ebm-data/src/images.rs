@@ -3,8 +3,63 @@
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 
-use crate::idx::IdxArray;
+use std::path::Path;
+
+use crate::idx::{self, IdxArray};
 use crate::{Error, Result};
+
+/// The file of an image/label pair that a problem belongs to.
+enum PairFile {
+    Images,
+    Labels,
+}
+
+/// Checks that `images` is `[N, H, W]`, `labels` is `[N]` and every label is `< classes`;
+/// otherwise says which of the two is at fault, and what is wrong (`image_name` names the
+/// images in the message of a count mismatch).
+fn check_pair(
+    images: &IdxArray,
+    labels: &IdxArray,
+    classes: usize,
+    image_name: &str,
+) -> std::result::Result<(), (PairFile, String)> {
+    if images.dims.len() != 3 {
+        return Err((
+            PairFile::Images,
+            format!(
+                "expected images of dimensions [N, H, W], got {:?}",
+                images.dims
+            ),
+        ));
+    }
+    if labels.dims.len() != 1 {
+        return Err((
+            PairFile::Labels,
+            format!("expected labels of dimensions [N], got {:?}", labels.dims),
+        ));
+    }
+    if labels.dims[0] != images.dims[0] {
+        return Err((
+            PairFile::Labels,
+            format!(
+                "{} labels for the {} images of {image_name}",
+                labels.dims[0], images.dims[0]
+            ),
+        ));
+    }
+    match labels
+        .data
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        Some((i, bad)) => Err((
+            PairFile::Labels,
+            format!("label {i} is {bad}, out of range for {classes} classes"),
+        )),
+        None => Ok(()),
+    }
+}
 
 /// Images `[N, C, H, W]` of unsigned bytes with one label each.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,18 +101,34 @@ impl ImageSet {
 
     /// Pairs an IDX image array `[N, H, W]` with an IDX label array `[N]`.
     pub fn from_idx(images: IdxArray, labels: IdxArray, classes: usize) -> Result<Self> {
-        if images.dims.len() != 3 || labels.dims.len() != 1 {
-            return Err(Error::Invalid(format!(
-                "expected images [N, H, W] and labels [N], got {:?} and {:?}",
-                images.dims, labels.dims
-            )));
-        }
-        if images.dims[0] != labels.dims[0] {
-            return Err(Error::Invalid(format!(
-                "{} images but {} labels",
-                images.dims[0], labels.dims[0]
-            )));
-        }
+        check_pair(&images, &labels, classes, "the image array")
+            .map_err(|(_, problem)| Error::Invalid(problem))?;
+        Self::from_checked_pair(images, labels, classes)
+    }
+
+    /// Reads an IDX image file `[N, H, W]` and its IDX label file `[N]` (gzip or plain); a
+    /// problem is reported under the name of the file that has it.
+    pub fn read_idx_pair(image_path: &Path, label_path: &Path, classes: usize) -> Result<Self> {
+        let images = idx::read(image_path)?;
+        let labels = idx::read(label_path)?;
+        let corrupt = |path: &Path, problem: String| Error::Corrupt {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let image_name = image_path.display().to_string();
+        check_pair(&images, &labels, classes, &image_name).map_err(|(at_fault, problem)| {
+            match at_fault {
+                PairFile::Images => corrupt(image_path, problem),
+                PairFile::Labels => corrupt(label_path, problem),
+            }
+        })?;
+        Self::from_checked_pair(images, labels, classes).map_err(|e| match e {
+            Error::Invalid(problem) => corrupt(image_path, problem),
+            other => other,
+        })
+    }
+
+    fn from_checked_pair(images: IdxArray, labels: IdxArray, classes: usize) -> Result<Self> {
         Self::new(
             images.data,
             labels.data,
