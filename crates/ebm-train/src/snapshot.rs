@@ -123,19 +123,17 @@ impl Snapshot {
     /// made). A snapshot written before the learning rate was stored leaves it as it is.
     pub fn restore_adam(&self, prefix: &str, adam: &mut crate::Adam) -> Result<()> {
         let lr_key = format!("{prefix}.lr");
-        let lr: Option<f64> = match self.meta.contains_key(&lr_key) {
-            true => Some(self.value(&lr_key)?),
-            false => None,
-        };
+        let lr: Option<f64> = self
+            .meta
+            .contains_key(&lr_key)
+            .then(|| self.value(&lr_key))
+            .transpose()?;
         adam.set_state(
             self.value(&format!("{prefix}.steps"))?,
             self.list(&format!("{prefix}.m"))?,
             self.list(&format!("{prefix}.v"))?,
         )?;
-        match lr {
-            Some(lr) => adam.set_lr(lr),
-            None => Ok(()),
-        }
+        lr.map_or(Ok(()), |lr| adam.set_lr(lr))
     }
 
     /// Stores a replay buffer's contents under `prefix`.
