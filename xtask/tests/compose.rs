@@ -1,7 +1,7 @@
 //! Smoke runs of `cargo xtask reproduce compose` at a tiny size, and the scenes writer.
 
 use candle_core::Device;
-use xtask::reproduce::compose::{cell_centre, cell_of, run_recipe, Recipe};
+use xtask::reproduce::compose::{run_recipe, Recipe};
 use xtask::reproduce::{apply_overrides, Mode, Options};
 
 fn options(out: &std::path::Path) -> Options {
@@ -21,14 +21,15 @@ fn options(out: &std::path::Path) -> Options {
 
 fn tiny() -> Recipe {
     let mut r = Recipe::quick();
-    r.model.stem_channels = 4;
-    for b in &mut r.model.blocks {
-        b.channels = 4;
-    }
-    r.batch_size = 4;
-    r.iterations = 2;
-    r.train.langevin.steps = 2;
-    r.train.replay_capacity = Some(16);
+    r.autoencoder.encoder_widths = vec![4, 4];
+    r.autoencoder.encoder_features = 8;
+    r.autoencoder.decoder_width = 2;
+    r.autoencoder.iterations = 2;
+    r.autoencoder.batch_size = 4;
+    r.concept.hidden = vec![8];
+    r.concept.batch_size = 4;
+    r.concept.iterations = 2;
+    r.concept.langevin.steps = 2;
     r.eval_langevin.steps = 2;
     r.samples_per_condition = 2;
     r.conditions = 2;
@@ -118,22 +119,6 @@ fn quick_recipe_writes_every_experiment_and_metric() {
 }
 
 #[test]
-fn grid_cells_and_centres_agree() {
-    for grid in [1, 3, 4] {
-        for cell in 0..(grid * grid) as u32 {
-            let [x, y] = cell_centre(cell, grid);
-            assert_eq!(cell_of(x, y, grid), cell);
-        }
-    }
-    assert_eq!(
-        cell_of(1.0, 1.0, 4),
-        15,
-        "the upper edge belongs to the last cell"
-    );
-    assert_eq!(cell_of(0.0, 0.3, 4), 4);
-}
-
-#[test]
 fn bad_recipes_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let err = apply_overrides(
@@ -156,11 +141,29 @@ fn bad_recipes_are_clear_errors() {
         .to_string();
     assert!(err.contains("continual_shapes"), "{err}");
     let mut r = tiny();
-    r.image_size = 64;
+    r.image_size = 48;
     let err = run_recipe(&r, &options(dir.path()))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("the scenes are 3-channel 64x64"), "{err}");
+    assert!(err.contains("image_size must be 32 or 64"), "{err}");
+    let mut r = tiny();
+    r.autoencoder.lr = -1.0;
+    let err = run_recipe(&r, &options(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("autoencoder lr") && err.contains("-1"),
+        "{err}"
+    );
+    let mut r = tiny();
+    r.concept.prior_weight = f64::NAN;
+    let err = run_recipe(&r, &options(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("concept prior_weight"), "{err}");
+    let mut r = tiny();
+    r.concept.langevin.steps = 0;
+    assert!(run_recipe(&r, &options(dir.path())).is_err());
 }
 
 #[test]
@@ -190,4 +193,136 @@ fn the_scenes_command_writes_images_and_labels() {
         .unwrap_err()
         .to_string()
         .contains("--count"));
+}
+
+mod latent_space {
+    //! The pieces of `reproduce::compose::latent` against independent expectations.
+
+    use candle_core::{DType, Device, Tensor};
+    use ebm_compose::VectorConditioned;
+    use ebm_core::{seeded_rng, LabelledEnergy};
+    use xtask::reproduce::compose::latent::{ConditionKind, LatentConcept};
+    use xtask::reproduce::compose::Recipe;
+
+    fn concept(kind: ConditionKind) -> LatentConcept {
+        let mut recipe = Recipe::quick().concept;
+        recipe.hidden = vec![12, 12];
+        recipe.prior_weight = 0.7;
+        LatentConcept::new(kind, 3, &recipe, &Device::Cpu, &mut seeded_rng(1)).unwrap()
+    }
+
+    #[test]
+    fn position_features_are_the_coordinates_with_their_sines_and_cosines() {
+        let c = concept(ConditionKind::Position { frequencies: 2 });
+        let p = Tensor::new(&[[0.25f32, 0.5], [1.0, 0.0]], &Device::Cpu).unwrap();
+        let f = c.position_features(&p).unwrap().to_vec2::<f32>().unwrap();
+        let pi = std::f64::consts::PI;
+        for (row, (x, y)) in f.iter().zip([(0.25f64, 0.5f64), (1.0, 0.0)]) {
+            let mut expected = vec![x, y];
+            for k in 0..2 {
+                let w = pi * 2f64.powi(k);
+                expected.extend([(w * x).sin(), (w * x).cos(), (w * y).sin(), (w * y).cos()]);
+            }
+            assert_eq!(row.len(), expected.len());
+            for (a, b) in row.iter().zip(&expected) {
+                assert!((*a as f64 - b).abs() < 1e-6, "{row:?} vs {expected:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn class_features_are_one_hot_and_reject_unknown_classes() {
+        let c = concept(ConditionKind::Classes(4));
+        let f = c
+            .class_features(&Tensor::new(&[2u32, 0], &Device::Cpu).unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(f, vec![vec![0.0, 0.0, 1.0, 0.0], vec![1.0, 0.0, 0.0, 0.0]]);
+        let err = c
+            .class_features(&Tensor::new(&[4u32], &Device::Cpu).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("class 4") && err.contains("4 classes"),
+            "{err}"
+        );
+        // A class concept given a position, and the reverse, are errors, not panics.
+        let p = Tensor::new(&[[0.5f32, 0.5]], &Device::Cpu).unwrap();
+        assert!(c.position_features(&p).is_err());
+        let pos = concept(ConditionKind::Position { frequencies: 1 });
+        assert!(pos
+            .class_features(&Tensor::new(&[0u32], &Device::Cpu).unwrap())
+            .is_err());
+    }
+
+    #[test]
+    fn the_energy_gradient_matches_finite_differences() {
+        let c = concept(ConditionKind::Classes(4));
+        let z = Tensor::new(&[[0.3f32, -1.2, 0.8], [-0.4, 0.1, 2.0]], &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[1u32, 3], &Device::Cpu).unwrap();
+        let (_, grad) = c.energy_and_grad_given(&z, &labels).unwrap();
+        let grad = grad.to_vec2::<f32>().unwrap();
+        let zv = z.to_vec2::<f32>().unwrap();
+        let h = 1e-2f32;
+        for b in 0..2 {
+            for d in 0..3 {
+                let at = |delta: f32| {
+                    let mut v = zv.clone();
+                    v[b][d] += delta;
+                    let t = Tensor::new(v, &Device::Cpu).unwrap();
+                    c.energy_given(&t, &labels)
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap()[b] as f64
+                };
+                let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
+                assert!(
+                    (numeric - grad[b][d] as f64).abs() < 2e-3 * (1.0 + numeric.abs()),
+                    "sample {b} dim {d}: {numeric} vs {}",
+                    grad[b][d]
+                );
+            }
+        }
+        // The Gaussian reference term: far from the origin the energy grows as 0.7 |z|^2 / 2.
+        let far = (z.clone() * 1e3).unwrap();
+        let e = c
+            .energy_given(&far, &labels)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let sq = far.sqr().unwrap().sum(1).unwrap().to_vec1::<f32>().unwrap();
+        for (e, sq) in e.iter().zip(sq) {
+            assert!(
+                (*e as f64 / (0.35 * sq as f64) - 1.0).abs() < 0.05,
+                "{e} vs {sq}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_position_concept_takes_two_numbers_per_sample() {
+        let c = concept(ConditionKind::Position { frequencies: 1 });
+        assert_eq!(c.condition_dim(), 2);
+        let z = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let p = Tensor::new(&[[0.1f32, 0.9], [0.5, 0.5]], &Device::Cpu).unwrap();
+        assert_eq!(c.energy_given_vector(&z, &p).unwrap().dims(), &[2]);
+        let wrong = Tensor::zeros((2, 5), DType::F32, &Device::Cpu).unwrap();
+        let err = c.energy_given_vector(&wrong, &p).unwrap_err().to_string();
+        assert!(err.contains("latent codes"), "{err}");
+    }
+
+    #[test]
+    fn the_autoencoder_learning_rate_holds_then_falls_to_a_tenth() {
+        let mut r = Recipe::quick().autoencoder;
+        r.iterations = 100;
+        r.lr = 2e-3;
+        assert_eq!(r.lr_at(1), 2e-3);
+        assert_eq!(r.lr_at(50), 2e-3);
+        assert!((r.lr_at(75) - 2e-3 * 0.55).abs() < 1e-12);
+        assert!((r.lr_at(100) - 2e-4).abs() < 1e-12);
+        for s in 1..100 {
+            assert!(r.lr_at(s + 1) <= r.lr_at(s));
+        }
+    }
 }

@@ -313,10 +313,14 @@ fn compose_command(out: &Path, resume: bool) -> Command {
         .arg("--out")
         .arg(out);
     for set in [
-        "model.stem_channels=4",
-        r#"model.blocks=[{"channels":4,"downsample":true},{"channels":4,"downsample":true}]"#,
-        "batch_size=4",
-        "train.langevin.steps=2",
+        "autoencoder.encoder_widths=[4,4]",
+        "autoencoder.encoder_features=8",
+        "autoencoder.decoder_width=2",
+        "autoencoder.iterations=10",
+        "autoencoder.batch_size=4",
+        "concept.hidden=[8]",
+        "concept.batch_size=4",
+        "concept.langevin.steps=2",
         "eval_langevin.steps=2",
         "samples_per_condition=2",
         "conditions=2",

@@ -1,0 +1,616 @@
+//! The space the compose experiments sample in: a scene VAE trained once without labels, and
+//! concept energies `E(z | c)` over its latent code, each trained on its own by short-run
+//! contrastive divergence. Chains run in the latent space; their end points are decoded to
+//! images, which the judges read.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use ebm_compose::VectorConditioned;
+use ebm_core::{noise, Energy, LabelledEnergy, Rng};
+use ebm_latent::{Generator, GeneratorConfig};
+use ebm_mcmc::{Langevin, LangevinConfig};
+use ebm_nn::{Activation, Classifier, ClassifierConfig, Mlp, MlpConfig, ParamStore, Trainable};
+use ebm_train::{Adam, AdamConfig, StepLog};
+use serde::{Deserialize, Serialize};
+
+/// How the scene VAE is built and trained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoencoderRecipe {
+    /// The size of the latent code `z`.
+    pub latent_dim: usize,
+    /// Convolution widths of the encoder.
+    pub encoder_widths: Vec<usize>,
+    /// Feature width of the encoder.
+    pub encoder_features: usize,
+    /// The decoder's base width (a DCGAN-style generator, `ebm_latent::Generator`).
+    pub decoder_width: usize,
+    /// Adam steps.
+    pub iterations: usize,
+    /// Scenes per step.
+    pub batch_size: usize,
+    /// Adam's learning rate, held for the first half of the steps and then brought down
+    /// linearly to a tenth of it at the last step.
+    pub lr: f64,
+    /// Weight of the KL term against the summed squared error of the pixels in [-1, 1].
+    pub kl_weight: f64,
+}
+
+impl AutoencoderRecipe {
+    /// The learning rate of step `step` (1-based).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let t = step as f64 / self.iterations.max(1) as f64;
+        let fall = ((t - 0.5) / 0.5).clamp(0.0, 1.0);
+        self.lr * (1.0 - 0.9 * fall)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.latent_dim == 0 || self.batch_size == 0 || self.decoder_width == 0 {
+            anyhow::bail!(
+                "autoencoder latent_dim, batch_size and decoder_width must be at least 1, got {}, {} and {}",
+                self.latent_dim,
+                self.batch_size,
+                self.decoder_width
+            );
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            anyhow::bail!("autoencoder lr must be a positive number, got {}", self.lr);
+        }
+        if !(self.kl_weight >= 0.0 && self.kl_weight.is_finite()) {
+            anyhow::bail!(
+                "autoencoder kl_weight must be a number >= 0, got {}",
+                self.kl_weight
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How every concept energy is built and trained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConceptRecipe {
+    /// Hidden widths of the MLP over `[z, condition features]`.
+    pub hidden: Vec<usize>,
+    /// Contrastive-divergence steps per concept.
+    pub iterations: usize,
+    /// Latent codes per step.
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub lr: f64,
+    /// Weight of the energy regulariser `mean E(z+)^2 + mean E(z-)^2`.
+    pub l2_coeff: f64,
+    /// Weight `w` of the Gaussian reference term `w |z|^2 / 2` in every energy.
+    pub prior_weight: f64,
+    /// Sine and cosine frequencies `2^k pi` (`k < frequencies`) of each position coordinate
+    /// given to the position energy beside the coordinate itself.
+    pub position_frequencies: usize,
+    /// The sampler of negatives: chains start from `N(0, I)`.
+    pub langevin: LangevinConfig,
+}
+
+impl ConceptRecipe {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.batch_size == 0 || self.hidden.contains(&0) {
+            anyhow::bail!(
+                "concept batch_size and hidden widths must be at least 1, got {} and {:?}",
+                self.batch_size,
+                self.hidden
+            );
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            anyhow::bail!("concept lr must be a positive number, got {}", self.lr);
+        }
+        for (name, v) in [
+            ("l2_coeff", self.l2_coeff),
+            ("prior_weight", self.prior_weight),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                anyhow::bail!("concept {name} must be a number >= 0, got {v}");
+            }
+        }
+        Langevin::new(self.langevin.clone())?;
+        Ok(())
+    }
+}
+
+/// Checks both recipes.
+pub fn check(autoencoder: &AutoencoderRecipe, concept: &ConceptRecipe) -> anyhow::Result<()> {
+    autoencoder.check()?;
+    concept.check()
+}
+
+/// The decoder's tanh output `(-1, 1)` covers pixel values `[0, 1]` as `[-r, r]`, with
+/// `r < 1`: a black background at exactly -1 would drive the tanh into saturation, where its
+/// gradient vanishes and the decoder stops learning (measured: stuck at the all-black image).
+const DECODER_RANGE: f64 = 0.8;
+
+/// A VAE of scenes: a convolutional encoder to the mean and log-variance of `z`, and a
+/// DCGAN-style decoder back to the image.
+pub struct SceneAutoencoder {
+    encoder: Classifier,
+    decoder: Generator,
+    latent_dim: usize,
+}
+
+/// The terms of the VAE's loss on one batch (means per scene).
+pub struct AutoencoderLoss {
+    /// The loss to minimise.
+    pub loss: Tensor,
+    /// Summed squared error of the pixels (in the decoder's range `[-0.8, 0.8]`).
+    pub reconstruction: f64,
+    /// KL divergence of the posterior from `N(0, I)`.
+    pub kl: f64,
+}
+
+impl SceneAutoencoder {
+    /// A freshly initialised VAE of `image_size` x `image_size` colour scenes.
+    pub fn new(
+        recipe: &AutoencoderRecipe,
+        image_size: usize,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> anyhow::Result<Self> {
+        let encoder = Classifier::new(
+            &ClassifierConfig {
+                channels: 3,
+                image_size,
+                widths: recipe.encoder_widths.clone(),
+                feature_dim: recipe.encoder_features,
+                num_classes: 2 * recipe.latent_dim,
+                global_pool: false,
+            },
+            device,
+            rng,
+        )?;
+        let decoder = Generator::new(
+            &GeneratorConfig {
+                latent_dim: recipe.latent_dim,
+                channels: 3,
+                image_size,
+                width: recipe.decoder_width,
+            },
+            device,
+            rng,
+        )?;
+        Ok(Self {
+            encoder,
+            decoder,
+            latent_dim: recipe.latent_dim,
+        })
+    }
+
+    /// The size of the latent code.
+    pub fn latent_dim(&self) -> usize {
+        self.latent_dim
+    }
+
+    /// The posterior's mean and log-variance `[B, d]` each, for images in [0, 1].
+    pub fn encode(&self, x: &Tensor) -> anyhow::Result<(Tensor, Tensor)> {
+        let h = self.encoder.logits(&x.affine(2.0, -1.0)?)?;
+        let mu = h.narrow(1, 0, self.latent_dim)?;
+        let logvar = h
+            .narrow(1, self.latent_dim, self.latent_dim)?
+            .clamp(-10.0, 5.0)?;
+        Ok((mu, logvar))
+    }
+
+    /// The posterior means of a batch of images in [0, 1], in chunks, detached.
+    pub fn encode_mean(&self, x: &Tensor) -> anyhow::Result<Tensor> {
+        let n = x.dim(0)?;
+        let mut out = Vec::new();
+        for s in (0..n).step_by(256) {
+            let (mu, _) = self.encode(&x.narrow(0, s, 256.min(n - s))?.detach())?;
+            out.push(mu.detach());
+        }
+        Ok(Tensor::cat(&out, 0)?)
+    }
+
+    /// The images of latent codes `z [B, d]`, in [0, 1].
+    pub fn decode(&self, z: &Tensor) -> anyhow::Result<Tensor> {
+        let g = self.decoder.forward(z)?;
+        Ok(g.affine(0.5 / DECODER_RANGE, 0.5)?.clamp(0.0, 1.0)?)
+    }
+
+    /// The negative ELBO (up to constants, with the KL weighted) of images in [0, 1], with
+    /// the reparameterisation noise `eps [B, d]`.
+    pub fn loss(
+        &self,
+        x: &Tensor,
+        eps: &Tensor,
+        kl_weight: f64,
+    ) -> anyhow::Result<AutoencoderLoss> {
+        let (mu, logvar) = self.encode(x)?;
+        let z = (&mu + (logvar.affine(0.5, 0.0)?.exp()? * eps)?)?;
+        let target = x.affine(2.0 * DECODER_RANGE, -DECODER_RANGE)?;
+        let b = x.dim(0)? as f64;
+        let diff = (self.decoder.forward(&z)? - target)?;
+        let reconstruction = diff.sqr()?.sum_all()?.affine(1.0 / b, 0.0)?;
+        let kl = ebm_vaebm::kl_standard_normal(&mu, &logvar)?.mean_all()?;
+        let loss = (&reconstruction + kl.affine(kl_weight, 0.0)?)?;
+        Ok(AutoencoderLoss {
+            loss,
+            reconstruction: reconstruction.to_scalar::<f32>()? as f64,
+            kl: kl.to_scalar::<f32>()? as f64,
+        })
+    }
+
+    /// A copy for decoding and encoding only: the decoder's weights detached, so that chains
+    /// through it would differentiate with respect to `z` alone.
+    pub fn frozen(&self) -> anyhow::Result<Self> {
+        Ok(Self {
+            encoder: self.encoder.clone(),
+            decoder: self.decoder.frozen(),
+            latent_dim: self.latent_dim,
+        })
+    }
+
+    /// Writes the weights (`encoder.*`, `decoder.*`) to a safetensors file.
+    pub fn save(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let mut tensors = HashMap::new();
+        for (prefix, params) in [
+            ("encoder", self.encoder.params()),
+            ("decoder", self.decoder.params()),
+        ] {
+            for (name, var) in params.iter() {
+                tensors.insert(format!("{prefix}.{name}"), var.as_tensor().clone());
+            }
+        }
+        candle_core::safetensors::save(&tensors, path)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    }
+
+    /// Every trainable variable, encoder first.
+    pub fn vars(&self) -> Vec<Var> {
+        let mut vars = self.encoder.params().vars();
+        vars.extend(self.decoder.params().vars());
+        vars
+    }
+
+    /// The encoder, to save and restore.
+    pub fn encoder_mut(&mut self) -> &mut Classifier {
+        &mut self.encoder
+    }
+
+    /// The decoder, to save and restore.
+    pub fn decoder_mut(&mut self) -> &mut Generator {
+        &mut self.decoder
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &Classifier {
+        &self.encoder
+    }
+
+    /// The decoder.
+    pub fn decoder(&self) -> &Generator {
+        &self.decoder
+    }
+}
+
+/// What a concept energy is conditioned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionKind {
+    /// One of `k` classes, given as a one-hot vector.
+    Classes(usize),
+    /// A position `(x, y)` in the unit square, given with sines and cosines of it.
+    Position {
+        /// Frequencies `2^k pi`, `k < frequencies`.
+        frequencies: usize,
+    },
+}
+
+impl ConditionKind {
+    /// The length of the condition's feature vector.
+    pub fn feature_dim(self) -> usize {
+        match self {
+            ConditionKind::Classes(k) => k,
+            ConditionKind::Position { frequencies } => 2 + 4 * frequencies,
+        }
+    }
+}
+
+/// A conditional energy over latent codes: `E(z | c) = f([z, phi(c)]) + w |z|^2 / 2`, `f` an
+/// MLP and `phi(c)` the condition's features (one-hot classes, or a position with its sines
+/// and cosines).
+#[derive(Clone)]
+pub struct LatentConcept {
+    mlp: Mlp,
+    kind: ConditionKind,
+    latent_dim: usize,
+    prior_weight: f64,
+}
+
+impl LatentConcept {
+    /// A freshly initialised energy over `latent_dim`-dimensional codes.
+    pub fn new(
+        kind: ConditionKind,
+        latent_dim: usize,
+        recipe: &ConceptRecipe,
+        device: &Device,
+        rng: &mut Rng,
+    ) -> anyhow::Result<Self> {
+        let mlp = Mlp::new(
+            &MlpConfig {
+                input_dim: latent_dim + kind.feature_dim(),
+                hidden: recipe.hidden.clone(),
+                activation: Activation::Swish,
+                spectral_norm: false,
+            },
+            device,
+            rng,
+        )?;
+        Ok(Self {
+            mlp,
+            kind,
+            latent_dim,
+            prior_weight: recipe.prior_weight,
+        })
+    }
+
+    /// The MLP, to save.
+    pub fn mlp(&self) -> &Mlp {
+        &self.mlp
+    }
+
+    /// What the energy is conditioned on.
+    pub fn kind(&self) -> ConditionKind {
+        self.kind
+    }
+
+    /// One-hot features `[B, k]` of class labels `[B]`.
+    pub fn class_features(&self, labels: &Tensor) -> ebm_core::Result<Tensor> {
+        let ConditionKind::Classes(k) = self.kind else {
+            return Err(ebm_core::Error::invalid(
+                "condition",
+                "the position concept takes (x, y), not a class",
+            ));
+        };
+        let labels = labels.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let mut values = vec![0f32; labels.len() * k];
+        for (i, &l) in labels.iter().enumerate() {
+            if l as usize >= k {
+                return Err(ebm_core::Error::invalid(
+                    "labels",
+                    format!("class {l} is out of range for a concept of {k} classes"),
+                ));
+            }
+            values[i * k + l as usize] = 1.0;
+        }
+        Ok(Tensor::from_vec(values, (labels.len(), k), &Device::Cpu)?)
+    }
+
+    /// Features `[B, 2 + 4F]` of positions `[B, 2]`: `x, y`, then `sin, cos (2^k pi x)` and the
+    /// same of `y` for `k < F`.
+    pub fn position_features(&self, positions: &Tensor) -> ebm_core::Result<Tensor> {
+        let ConditionKind::Position { frequencies } = self.kind else {
+            return Err(ebm_core::Error::invalid(
+                "condition",
+                "a class concept takes a class, not (x, y)",
+            ));
+        };
+        let rows = positions.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let dim = self.kind.feature_dim();
+        let mut values = Vec::with_capacity(rows.len() * dim);
+        for r in &rows {
+            if r.len() != 2 {
+                return Err(ebm_core::Error::invalid(
+                    "condition",
+                    format!("a position is (x, y), got {} numbers", r.len()),
+                ));
+            }
+            values.extend([r[0] as f32, r[1] as f32]);
+            for k in 0..frequencies {
+                let w = std::f64::consts::PI * (1u64 << k) as f64;
+                for &v in &r[..2] {
+                    values.extend([(w * v).sin() as f32, (w * v).cos() as f32]);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(values, (rows.len(), dim), &Device::Cpu)?)
+    }
+
+    /// Energies `[B]` of codes `z [B, d]` under condition features `[B, F]`.
+    pub fn energy(&self, z: &Tensor, features: &Tensor) -> ebm_core::Result<Tensor> {
+        let dims = z.dims();
+        if dims.len() != 2 || dims[1] != self.latent_dim {
+            return Err(ebm_core::Error::Shape {
+                what: "latent codes".into(),
+                expected: format!("[batch, {}]", self.latent_dim),
+                got: dims.to_vec(),
+            });
+        }
+        let features = features.to_device(z.device())?.to_dtype(z.dtype())?;
+        let input = Tensor::cat(&[z, &features], 1)?;
+        let prior = (z.sqr()?.sum(1)? * (0.5 * self.prior_weight))?;
+        Ok((self.mlp.energy(&input)? + prior)?)
+    }
+
+    /// A detached copy for sampling.
+    pub fn frozen(&self) -> ebm_core::Result<Self> {
+        Ok(Self {
+            mlp: self
+                .mlp
+                .frozen()
+                .map_err(|e| ebm_core::Error::invalid("concept energy", e.to_string()))?,
+            ..self.clone()
+        })
+    }
+}
+
+impl Trainable for LatentConcept {
+    fn params(&self) -> &ParamStore {
+        self.mlp.params()
+    }
+    fn params_mut(&mut self) -> &mut ParamStore {
+        self.mlp.params_mut()
+    }
+    fn update_spectral_norm(&mut self) -> ebm_nn::Result<()> {
+        Ok(())
+    }
+    fn buffers(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
+    fn set_buffers(&mut self, _buffers: &HashMap<String, Tensor>) -> ebm_nn::Result<()> {
+        Ok(())
+    }
+}
+
+impl LabelledEnergy for LatentConcept {
+    fn energy_given(&self, z: &Tensor, labels: &Tensor) -> ebm_core::Result<Tensor> {
+        self.energy(z, &self.class_features(labels)?)
+    }
+    fn num_classes(&self) -> usize {
+        match self.kind {
+            ConditionKind::Classes(k) => k,
+            ConditionKind::Position { .. } => 0,
+        }
+    }
+    fn sample_shape(&self) -> Option<Vec<usize>> {
+        Some(vec![self.latent_dim])
+    }
+}
+
+impl VectorConditioned for LatentConcept {
+    fn energy_given_vector(&self, z: &Tensor, condition: &Tensor) -> ebm_core::Result<Tensor> {
+        self.energy(z, &self.position_features(condition)?)
+    }
+    fn condition_dim(&self) -> usize {
+        2
+    }
+    fn sample_shape(&self) -> Option<Vec<usize>> {
+        Some(vec![self.latent_dim])
+    }
+}
+
+/// A concept energy with one condition per sample bound: what the training chains sample.
+struct Bound<'a> {
+    concept: &'a LatentConcept,
+    features: Tensor,
+}
+
+impl Energy for Bound<'_> {
+    fn energy(&self, z: &Tensor) -> ebm_core::Result<Tensor> {
+        self.concept.energy(z, &self.features)
+    }
+    fn sample_shape(&self) -> Option<Vec<usize>> {
+        Some(vec![self.concept.latent_dim])
+    }
+}
+
+/// Short-run contrastive divergence for one concept energy.
+pub struct ConceptTrainer {
+    concept: LatentConcept,
+    adam: Adam,
+    sampler: Langevin,
+    l2_coeff: f64,
+    history: Vec<StepLog>,
+}
+
+impl ConceptTrainer {
+    /// A trainer of `concept` under `recipe`.
+    pub fn new(concept: LatentConcept, recipe: &ConceptRecipe) -> anyhow::Result<Self> {
+        let adam = Adam::new(
+            concept.params().vars(),
+            AdamConfig {
+                lr: recipe.lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                bound_by_second_moment: false,
+            },
+        )?;
+        Ok(Self {
+            concept,
+            adam,
+            sampler: Langevin::new(recipe.langevin.clone())?,
+            l2_coeff: recipe.l2_coeff,
+            history: Vec::new(),
+        })
+    }
+
+    /// One step on codes of data `positives [B, d]` with their condition features `[B, F]`:
+    /// negatives are chains from `N(0, I)` under the same conditions.
+    pub fn step(
+        &mut self,
+        positives: &Tensor,
+        features: &Tensor,
+        rng: &mut Rng,
+    ) -> anyhow::Result<StepLog> {
+        let start = std::time::Instant::now();
+        let b = positives.dim(0)?;
+        let frozen = self.concept.frozen()?;
+        let bound = Bound {
+            concept: &frozen,
+            features: features.clone(),
+        };
+        let z0 = noise::normal_like(rng, positives)?;
+        let run = self.sampler.run(&bound, &z0, rng)?;
+        let negatives = run.samples.detach();
+        let z = Tensor::cat(&[positives, &negatives], 0)?;
+        let f = Tensor::cat(&[features, features], 0)?;
+        let e = self.concept.energy(&z, &f)?;
+        let (e_pos, e_neg) = (e.narrow(0, 0, b)?, e.narrow(0, b, b)?);
+        let reg = (e_pos.sqr()?.mean_all()? + e_neg.sqr()?.mean_all()?)?;
+        let loss = ((e_pos.mean_all()? - e_neg.mean_all()?)? + (reg * self.l2_coeff)?)?;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        let step = self.history.len() + 1;
+        if !loss_value.is_finite() {
+            anyhow::bail!("concept training diverged at step {step}: the loss is {loss_value}");
+        }
+        let grad_norm = self.adam.step(&loss.backward()?)?;
+        let log = StepLog {
+            step,
+            loss: loss_value,
+            energy_pos: e_pos.mean_all()?.to_scalar::<f32>()? as f64,
+            energy_neg: e_neg.mean_all()?.to_scalar::<f32>()? as f64,
+            grad_norm,
+            seconds_per_sampler_step: run.seconds_per_step,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        self.history.push(log.clone());
+        Ok(log)
+    }
+
+    /// Weights, Adam's state and the log into `snapshot`.
+    pub fn save_state(&self, snapshot: &mut ebm_train::Snapshot) -> anyhow::Result<()> {
+        snapshot.put_model("model", &self.concept)?;
+        snapshot.put_adam("adam", &self.adam)?;
+        snapshot.set_value("history", &self.history)?;
+        Ok(())
+    }
+
+    /// Restores what [`ConceptTrainer::save_state`] saved.
+    pub fn load_state(&mut self, snapshot: &ebm_train::Snapshot) -> anyhow::Result<()> {
+        snapshot.restore_model("model", &mut self.concept)?;
+        snapshot.restore_adam("adam", &mut self.adam)?;
+        self.history = snapshot.value("history")?;
+        Ok(())
+    }
+
+    /// The energy being trained.
+    pub fn concept(&self) -> &LatentConcept {
+        &self.concept
+    }
+
+    /// The log so far.
+    pub fn history(&self) -> &[StepLog] {
+        &self.history
+    }
+
+    /// The trained energy, detached.
+    pub fn into_concept(self) -> anyhow::Result<LatentConcept> {
+        Ok(self.concept.frozen()?)
+    }
+}
+
+/// Draws `n` starting codes from `N(0, I)`.
+pub fn latent_noise(
+    rng: &mut Rng,
+    n: usize,
+    dim: usize,
+    device: &Device,
+) -> anyhow::Result<Tensor> {
+    Ok(noise::normal(rng, (n, dim), DType::F32, device)?)
+}
