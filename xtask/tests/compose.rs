@@ -162,6 +162,12 @@ fn bad_recipes_are_clear_errors() {
         .to_string();
     assert!(err.contains("concept prior_weight"), "{err}");
     let mut r = tiny();
+    r.concept.adam_beta1 = 1.0;
+    let err = run_recipe(&r, &options(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("adam_beta1"), "{err}");
+    let mut r = tiny();
     r.concept.langevin.steps = 0;
     assert!(run_recipe(&r, &options(dir.path())).is_err());
 }

@@ -40,9 +40,7 @@ pub struct AutoencoderRecipe {
 impl AutoencoderRecipe {
     /// The learning rate of step `step` (1-based).
     pub fn lr_at(&self, step: usize) -> f64 {
-        let t = step as f64 / self.iterations.max(1) as f64;
-        let fall = ((t - 0.5) / 0.5).clamp(0.0, 1.0);
-        self.lr * (1.0 - 0.9 * fall)
+        held_then_falling(self.lr, step, self.iterations)
     }
 
     fn check(&self) -> anyhow::Result<()> {
@@ -67,6 +65,14 @@ impl AutoencoderRecipe {
     }
 }
 
+/// `lr` for the first half of `iterations` steps, then down linearly to a tenth of it at the
+/// last step (`step` is 1-based).
+pub fn held_then_falling(lr: f64, step: usize, iterations: usize) -> f64 {
+    let t = step as f64 / iterations.max(1) as f64;
+    let fall = ((t - 0.5) / 0.5).clamp(0.0, 1.0);
+    lr * (1.0 - 0.9 * fall)
+}
+
 /// How every concept energy is built and trained.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,8 +83,11 @@ pub struct ConceptRecipe {
     pub iterations: usize,
     /// Latent codes per step.
     pub batch_size: usize,
-    /// Adam's learning rate.
+    /// Adam's learning rate, held for the first half of the steps and then brought down
+    /// linearly to a tenth of it at the last step.
     pub lr: f64,
+    /// Adam's first-moment decay (IGEBM trains with 0).
+    pub adam_beta1: f64,
     /// Weight of the energy regulariser `mean E(z+)^2 + mean E(z-)^2`.
     pub l2_coeff: f64,
     /// Weight `w` of the Gaussian reference term `w |z|^2 / 2` in every energy.
@@ -101,6 +110,12 @@ impl ConceptRecipe {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             anyhow::bail!("concept lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.adam_beta1) {
+            anyhow::bail!(
+                "concept adam_beta1 must be in [0, 1), got {}",
+                self.adam_beta1
+            );
         }
         for (name, v) in [
             ("l2_coeff", self.l2_coeff),
@@ -505,6 +520,8 @@ pub struct ConceptTrainer {
     adam: Adam,
     sampler: Langevin,
     l2_coeff: f64,
+    lr: f64,
+    iterations: usize,
     history: Vec<StepLog>,
 }
 
@@ -515,7 +532,7 @@ impl ConceptTrainer {
             concept.params().vars(),
             AdamConfig {
                 lr: recipe.lr,
-                beta1: 0.9,
+                beta1: recipe.adam_beta1,
                 beta2: 0.999,
                 eps: 1e-8,
                 bound_by_second_moment: false,
@@ -526,6 +543,8 @@ impl ConceptTrainer {
             adam,
             sampler: Langevin::new(recipe.langevin.clone())?,
             l2_coeff: recipe.l2_coeff,
+            lr: recipe.lr,
+            iterations: recipe.iterations,
             history: Vec::new(),
         })
     }
@@ -559,6 +578,8 @@ impl ConceptTrainer {
         if !loss_value.is_finite() {
             anyhow::bail!("concept training diverged at step {step}: the loss is {loss_value}");
         }
+        self.adam
+            .set_lr(held_then_falling(self.lr, step, self.iterations))?;
         let grad_norm = self.adam.step(&loss.backward()?)?;
         let log = StepLog {
             step,

@@ -148,9 +148,10 @@ impl Recipe {
             },
             concept: ConceptRecipe {
                 hidden: vec![128, 128],
-                iterations: 1000,
+                iterations: 2000,
                 batch_size: 64,
                 lr: 1e-3,
+                adam_beta1: 0.9,
                 l2_coeff: 0.1,
                 prior_weight: 1.0,
                 position_frequencies: 3,
@@ -165,8 +166,8 @@ impl Recipe {
             ],
             continual_shapes: vec!["square".into(), "circle".into()],
             eval_langevin: langevin,
-            samples_per_condition: 6,
-            conditions: 8,
+            samples_per_condition: 16,
+            conditions: 16,
             infer_images: 100,
             judge: JudgeRecipe {
                 widths: vec![16, 32, 32],
@@ -201,8 +202,8 @@ impl Recipe {
                 ..quick.concept.clone()
             },
             position_tolerance: 0.1,
-            samples_per_condition: 16,
-            conditions: 16,
+            samples_per_condition: 32,
+            conditions: 32,
             infer_images: 500,
             judge: JudgeRecipe {
                 widths: vec![32, 64, 64],
