@@ -141,16 +141,7 @@ fn train_with_checkpoints(
     }
     let mut rng = seeded_rng(recipe.seed);
     let mut model = Classifier::new(cfg, device, &mut rng)?;
-    let mut adam = Adam::new(
-        model.params().vars(),
-        AdamConfig {
-            lr: recipe.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            bound_by_second_moment: false,
-        },
-    )?;
+    let mut adam = Adam::new(model.params().vars(), AdamConfig::kingma_ba(recipe.lr))?;
     let mut batches = ShuffledBatches::new(train.len(), recipe.batch_size)?;
     let bar = crate::progress::bar(recipe.iterations as u64, quiet);
     let mut done = 0;

@@ -47,11 +47,8 @@ impl Default for TrainConfig {
     /// The reference code's settings.
     fn default() -> Self {
         let adam = |lr| AdamConfig {
-            lr,
             beta1: 0.5,
-            beta2: 0.999,
-            eps: 1e-8,
-            bound_by_second_moment: false,
+            ..AdamConfig::kingma_ba(lr)
         };
         Self {
             prior_langevin: LatentLangevin::prior(),

@@ -37,6 +37,18 @@ impl Default for AdamConfig {
 }
 
 impl AdamConfig {
+    /// Adam as Kingma & Ba propose it, with learning rate `lr`: beta1 0.9, beta2 0.999,
+    /// eps 1e-8, steps not bounded by the second moment (what classifiers and VAEs train with).
+    pub fn kingma_ba(lr: f64) -> Self {
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            bound_by_second_moment: false,
+        }
+    }
+
     fn check(&self) -> Result<()> {
         validate::positive("lr", self.lr)?;
         validate::positive("eps", self.eps)?;

@@ -56,13 +56,7 @@ pub struct VaeTrainConfig {
 impl Default for VaeTrainConfig {
     fn default() -> Self {
         Self {
-            adam: AdamConfig {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                bound_by_second_moment: false,
-            },
+            adam: AdamConfig::kingma_ba(1e-3),
             kl_warmup: 0,
         }
     }

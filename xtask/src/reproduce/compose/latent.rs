@@ -454,6 +454,7 @@ impl LatentConcept {
     }
 }
 
+/// Everything trainable is the MLP's.
 impl Trainable for LatentConcept {
     fn params(&self) -> &ParamStore {
         self.mlp.params()
@@ -462,13 +463,13 @@ impl Trainable for LatentConcept {
         self.mlp.params_mut()
     }
     fn update_spectral_norm(&mut self) -> ebm_nn::Result<()> {
-        Ok(())
+        self.mlp.update_spectral_norm()
     }
     fn buffers(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
+        self.mlp.buffers()
     }
-    fn set_buffers(&mut self, _buffers: &HashMap<String, Tensor>) -> ebm_nn::Result<()> {
-        Ok(())
+    fn set_buffers(&mut self, buffers: &HashMap<String, Tensor>) -> ebm_nn::Result<()> {
+        self.mlp.set_buffers(buffers)
     }
 }
 
@@ -531,11 +532,8 @@ impl ConceptTrainer {
         let adam = Adam::new(
             concept.params().vars(),
             AdamConfig {
-                lr: recipe.lr,
                 beta1: recipe.adam_beta1,
-                beta2: 0.999,
-                eps: 1e-8,
-                bound_by_second_moment: false,
+                ..AdamConfig::kingma_ba(recipe.lr)
             },
         )?;
         Ok(Self {

@@ -20,7 +20,8 @@ use candle_core::{DType, Device, Tensor};
 use ebm_compose::ConceptSet;
 use ebm_core::{seeded_rng, Rng};
 use ebm_data::scenes::{
-    Attribute, Color, Combination, SceneBatch, SceneConfig, SceneGenerator, Shape, Size,
+    Attribute, Color, Combination, SceneBatch, SceneConfig, SceneGenerator, SceneLabels, Shape,
+    Size,
 };
 use ebm_mcmc::{Hmc, HmcConfig, Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
 use ebm_nn::{checkpoint, Classifier, ClassifierConfig, Trainable};
@@ -400,16 +401,7 @@ fn train_judge(
         global_pool: kind != "position",
     };
     let mut model = Classifier::new(&cfg, device, rng)?;
-    let mut adam = Adam::new(
-        model.params().vars(),
-        AdamConfig {
-            lr: j.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            bound_by_second_moment: false,
-        },
-    )?;
+    let mut adam = Adam::new(model.params().vars(), AdamConfig::kingma_ba(j.lr))?;
     let iterations = if kind == "shape" {
         j.shape_iterations
     } else {
@@ -467,6 +459,38 @@ fn restore_rng(snapshot: &ebm_train::Snapshot) -> anyhow::Result<Rng> {
 }
 
 impl Judges {
+    /// The fraction of `images` whose first object the judges read as `labels` say, per
+    /// attribute (shape, color, size, position within `tolerance`), by [`Request::check`].
+    fn accuracy(
+        &self,
+        images: &Tensor,
+        labels: &[SceneLabels],
+        tolerance: f64,
+    ) -> anyhow::Result<Vec<(&'static str, f64)>> {
+        let verdicts = self.judge(images)?;
+        let mut tallies: Vec<(&'static str, usize)> = Vec::new();
+        for (v, l) in verdicts.iter().zip(labels) {
+            let o = &l.objects[0];
+            let truth = Request {
+                shape: Some(o.shape),
+                color: Some(o.color),
+                size: Some(o.size),
+                position: Some([o.x as f64, o.y as f64]),
+                ..Default::default()
+            };
+            for (i, (name, ok)) in truth.check(v, tolerance).into_iter().enumerate() {
+                match tallies.get_mut(i) {
+                    Some(t) => t.1 += ok as usize,
+                    None => tallies.push((name, ok as usize)),
+                }
+            }
+        }
+        Ok(tallies
+            .into_iter()
+            .map(|(name, ok)| (name, ok as f64 / verdicts.len() as f64))
+            .collect())
+    }
+
     fn judge(&self, x: &Tensor) -> anyhow::Result<Vec<Verdict>> {
         let n = x.dim(0)?;
         let mut out = Vec::with_capacity(n);
@@ -699,16 +723,7 @@ fn train_autoencoder(
     let device = &options.device;
     let ae = &recipe.autoencoder;
     let mut model = SceneAutoencoder::new(ae, recipe.image_size, device, rng)?;
-    let mut adam = Adam::new(
-        model.vars(),
-        AdamConfig {
-            lr: ae.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            bound_by_second_moment: false,
-        },
-    )?;
+    let mut adam = Adam::new(model.vars(), AdamConfig::kingma_ba(ae.lr))?;
     let checkpoints = Checkpoints::new(
         options,
         options.out.join("checkpoints").join("autoencoder"),
@@ -954,23 +969,9 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         position: train_judge("position", recipe, &everything, &mut rng, options)?,
     };
     let check = everything.sample(500, &mut rng)?;
-    let verdicts = judges.judge(&scene_tensor(&check, device)?)?;
-    let mut judge_acc = [0usize; 4];
-    for (v, l) in verdicts.iter().zip(check.labels()) {
-        let o = &l.objects[0];
-        judge_acc[0] += (v.shape == o.shape) as usize;
-        judge_acc[1] += (v.color == o.color) as usize;
-        judge_acc[2] += (v.size == o.size) as usize;
-        let d =
-            ((v.position[0] - o.x as f64).powi(2) + (v.position[1] - o.y as f64).powi(2)).sqrt();
-        judge_acc[3] += (d <= recipe.position_tolerance) as usize;
-    }
-    let judge_names = ["shape", "color", "size", "position"];
-    for (name, ok) in judge_names.iter().zip(judge_acc) {
-        report.metric(
-            format!("judge_{name}_accuracy"),
-            ok as f64 / verdicts.len() as f64,
-        );
+    let x = scene_tensor(&check, device)?;
+    for (name, accuracy) in judges.accuracy(&x, check.labels(), recipe.position_tolerance)? {
+        report.metric(format!("judge_{name}_accuracy"), accuracy);
     }
     let judge_seconds = judge_start.elapsed().as_secs_f64();
 
@@ -987,22 +988,10 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     let check = seen.sample(500, &mut rng)?;
     let x = scene_tensor(&check, device)?;
     let reconstructed = autoencoder.decode(&autoencoder.encode_mean(&x)?)?.detach();
-    let verdicts = judges.judge(&reconstructed)?;
-    let mut recon_acc = [0usize; 4];
-    for (v, l) in verdicts.iter().zip(check.labels()) {
-        let o = &l.objects[0];
-        recon_acc[0] += (v.shape == o.shape) as usize;
-        recon_acc[1] += (v.color == o.color) as usize;
-        recon_acc[2] += (v.size == o.size) as usize;
-        let d =
-            ((v.position[0] - o.x as f64).powi(2) + (v.position[1] - o.y as f64).powi(2)).sqrt();
-        recon_acc[3] += (d <= recipe.position_tolerance) as usize;
-    }
-    for (name, ok) in judge_names.iter().zip(recon_acc) {
-        report.metric(
-            format!("reconstruction_{name}_accuracy"),
-            ok as f64 / verdicts.len() as f64,
-        );
+    for (name, accuracy) in
+        judges.accuracy(&reconstructed, check.labels(), recipe.position_tolerance)?
+    {
+        report.metric(format!("reconstruction_{name}_accuracy"), accuracy);
     }
     save_grid(
         &Tensor::cat(&[x.narrow(0, 0, 16)?, reconstructed.narrow(0, 0, 16)?], 0)?,

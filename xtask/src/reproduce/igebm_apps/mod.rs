@@ -594,16 +594,7 @@ impl Baseline {
     /// A freshly initialised classifier of `recipe` and its optimiser.
     pub(crate) fn new(recipe: &BaselineRecipe, device: &Device, seed: u64) -> anyhow::Result<Self> {
         let model = Classifier::new(&recipe.model, device, &mut seeded_rng(seed))?;
-        let adam = Adam::new(
-            model.params().vars(),
-            AdamConfig {
-                lr: recipe.lr,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                bound_by_second_moment: false,
-            },
-        )?;
+        let adam = Adam::new(model.params().vars(), AdamConfig::kingma_ba(recipe.lr))?;
         Ok(Self { model, adam })
     }
 }

@@ -610,13 +610,7 @@ pub(crate) fn run(recipe: &Recipe, run: &mut Run<'_>) -> anyhow::Result<()> {
     let mut regressor = Regressor::new(width, &r.regressor.hidden, &device, &mut reg_rng)?;
     let mut reg_adam = Adam::new(
         regressor.params.vars(),
-        AdamConfig {
-            lr: r.regressor.lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            bound_by_second_moment: false,
-        },
+        AdamConfig::kingma_ba(r.regressor.lr),
     )?;
     let mut batches = ebm_data::ShuffledBatches::new(windows.n, r.regressor.batch_size)?;
     let mut reg_loss = Vec::new();
