@@ -35,7 +35,6 @@ fn tiny() -> Recipe {
     r.conditions = 2;
     r.infer_images = 6;
     r.judge.iterations = 3;
-    r.judge.shape_iterations = 3;
     r.judge.batch_size = 8;
     r.judge.widths = vec![4, 4];
     r.judge.feature_dim = 4;
@@ -168,6 +167,15 @@ fn bad_recipes_are_clear_errors() {
         .to_string();
     assert!(err.contains("adam_beta1"), "{err}");
     let mut r = tiny();
+    r.concept.conditional_weight = -0.5;
+    let err = run_recipe(&r, &options(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("concept conditional_weight") && err.contains("-0.5"),
+        "{err}"
+    );
+    let mut r = tiny();
     r.concept.langevin.steps = 0;
     assert!(run_recipe(&r, &options(dir.path())).is_err());
 }
@@ -207,7 +215,7 @@ mod latent_space {
     use candle_core::{DType, Device, Tensor};
     use ebm_compose::VectorConditioned;
     use ebm_core::{seeded_rng, LabelledEnergy};
-    use xtask::reproduce::compose::latent::{ConditionKind, LatentConcept};
+    use xtask::reproduce::compose::latent::{conditional_nll, ConditionKind, LatentConcept};
     use xtask::reproduce::compose::Recipe;
 
     fn concept(kind: ConditionKind) -> LatentConcept {
@@ -234,6 +242,61 @@ mod latent_space {
                 assert!((*a as f64 - b).abs() < 1e-6, "{row:?} vs {expected:?}");
             }
         }
+    }
+
+    /// The hybrid term against a softmax computed in f64 from one energy per (code, class)
+    /// pair: the candidates are the classes present in the batch (0, 2 and 3 of 4), so class 1
+    /// takes no part.
+    #[test]
+    fn conditional_nll_is_the_softmax_over_the_batch_classes() {
+        let c = concept(ConditionKind::Classes(4));
+        let labels = [2u32, 0, 2, 3, 0];
+        let z = Tensor::new(
+            &[
+                [0.3f32, -1.0, 0.5],
+                [1.2, 0.1, -0.4],
+                [-0.7, 0.9, 0.2],
+                [0.0, 0.4, -1.3],
+                [0.8, -0.2, 0.6],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let features = c
+            .class_features(&Tensor::new(&labels, &Device::Cpu).unwrap())
+            .unwrap();
+        let got = conditional_nll(&c, &z, &features)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let present = [0u32, 2, 3];
+        let energy = |i: usize, class: u32| -> f64 {
+            let zi = z.narrow(0, i, 1).unwrap();
+            let f = c
+                .class_features(&Tensor::new(&[class], &Device::Cpu).unwrap())
+                .unwrap();
+            c.energy(&zi, &f).unwrap().to_vec1::<f32>().unwrap()[0] as f64
+        };
+        let mut expected = 0.0;
+        for (i, &label) in labels.iter().enumerate() {
+            let log_sum = present
+                .iter()
+                .map(|&k| (-energy(i, k)).exp())
+                .sum::<f64>()
+                .ln();
+            expected += log_sum + energy(i, label);
+        }
+        expected /= labels.len() as f64;
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+        // With a single condition in the batch there is nothing to tell apart.
+        let same = c
+            .class_features(&Tensor::new(&[1u32, 1], &Device::Cpu).unwrap())
+            .unwrap();
+        let zero = conditional_nll(&c, &z.narrow(0, 0, 2).unwrap(), &same)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(zero.abs() < 1e-6, "{zero}");
     }
 
     #[test]
@@ -330,5 +393,94 @@ mod latent_space {
         for s in 1..100 {
             assert!(r.lr_at(s + 1) <= r.lr_at(s));
         }
+    }
+}
+
+mod judges_and_codes {
+    //! The judges' soft renders and the standardised latent codes, against analytic values.
+
+    use candle_core::{DType, Device, Tensor};
+    use ebm_core::{noise::uniform, seeded_rng};
+    use xtask::reproduce::compose::latent::SceneAutoencoder;
+    use xtask::reproduce::compose::{binomial_blur, soften, Recipe};
+
+    /// A single bright pixel spreads into the kernel `[1, 2, 1]^T [1, 2, 1] / 16` itself.
+    #[test]
+    fn binomial_blur_of_a_point_is_the_kernel() {
+        let mut v = vec![0f32; 5 * 5];
+        v[2 * 5 + 2] = 1.0;
+        let x = Tensor::from_vec(v, (1, 1, 5, 5), &Device::Cpu).unwrap();
+        let y = binomial_blur(&x).unwrap().flatten_all().unwrap();
+        let y = y.to_vec1::<f32>().unwrap();
+        let k = [1.0f32, 2.0, 1.0];
+        for r in 0..5 {
+            for c in 0..5 {
+                let expected = if (1..4).contains(&r) && (1..4).contains(&c) {
+                    k[r - 1] * k[c - 1] / 16.0
+                } else {
+                    0.0
+                };
+                assert!((y[r * 5 + c] - expected).abs() < 1e-7, "({r}, {c})");
+            }
+        }
+    }
+
+    /// Softened renders stay in [0, 1], keep the picture (the mean changes by little), and
+    /// depend on the seed alone.
+    #[test]
+    fn soften_is_seeded_and_stays_in_range() {
+        let x = uniform(
+            &mut seeded_rng(4),
+            (4, 3, 8, 8),
+            0.0,
+            1.0,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let a = soften(&x, &mut seeded_rng(5)).unwrap();
+        let b = soften(&x, &mut seeded_rng(5)).unwrap();
+        let c = soften(&x, &mut seeded_rng(6)).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&a), flat(&b));
+        assert_ne!(flat(&a), flat(&c));
+        let values = flat(&a);
+        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert!((mean(&values) - mean(&flat(&x))).abs() < 0.05);
+    }
+
+    /// Standardised codes have mean 0 and standard deviation 1 per dimension over the images
+    /// they were fitted on, and decode to the same images as the raw codes.
+    #[test]
+    fn standardised_codes_are_centred_unit_and_decode_the_same() {
+        let mut recipe = Recipe::quick().autoencoder;
+        recipe.encoder_widths = vec![4, 4];
+        recipe.encoder_features = 8;
+        recipe.decoder_width = 2;
+        recipe.latent_dim = 3;
+        let ae = SceneAutoencoder::new(&recipe, 32, &Device::Cpu, &mut seeded_rng(2)).unwrap();
+        let x = uniform(
+            &mut seeded_rng(3),
+            (40, 3, 32, 32),
+            0.0,
+            1.0,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let st = ae.standardised(&x).unwrap();
+        let u = st.encode_mean(&x).unwrap();
+        let mean = u.mean(0).unwrap().to_vec1::<f32>().unwrap();
+        let var = u.sqr().unwrap().mean(0).unwrap().to_vec1::<f32>().unwrap();
+        for (m, v) in mean.iter().zip(&var) {
+            assert!(m.abs() < 1e-4, "mean {m}");
+            assert!((v - 1.0).abs() < 1e-3, "variance {v}");
+        }
+        let raw = ae.decode(&ae.encode_mean(&x).unwrap()).unwrap();
+        let via = st.decode(&u).unwrap();
+        let diff = (raw - via).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+        assert!(ae.standardised(&x.narrow(0, 0, 1).unwrap()).is_err());
     }
 }

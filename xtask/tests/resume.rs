@@ -326,7 +326,6 @@ fn compose_command(out: &Path, resume: bool) -> Command {
         "conditions=2",
         "infer_images=6",
         "judge.iterations=30",
-        "judge.shape_iterations=30",
         "judge.batch_size=8",
         "judge.widths=[4,4]",
         "judge.feature_dim=4",

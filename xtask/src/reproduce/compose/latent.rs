@@ -95,8 +95,31 @@ pub struct ConceptRecipe {
     /// Sine and cosine frequencies `2^k pi` (`k < frequencies`) of each position coordinate
     /// given to the position energy beside the coordinate itself.
     pub position_frequencies: usize,
-    /// The sampler of negatives: chains start from `N(0, I)`.
+    /// Weight of the conditional term `-log p(c | z)` of each data code, `p(c | z)` the softmax
+    /// of `-E(z | c)` over the distinct conditions of the batch (hybrid training in the manner
+    /// of JEM, Grathwohl et al. 2020): it teaches the energy which condition a code belongs to,
+    /// which contrastive divergence alone learns only slowly. 0 turns it off.
+    pub conditional_weight: f64,
+    /// Standardise the latent codes per dimension (by the posterior means of 2,048 scenes
+    /// the VAE saw) before the energies see them.
+    pub standardise_codes: bool,
+    /// Where the chains start, in training and in the experiments.
+    pub chain_start: ChainStart,
+    /// The sampler of negatives.
     pub langevin: LangevinConfig,
+}
+
+/// Where the Langevin chains over latent codes start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainStart {
+    /// Draws from `N(0, I)`.
+    Noise,
+    /// Codes of other scenes of the training distribution: in training, each negative chain
+    /// starts from the code of another scene of the batch (the batch rolled by one), so the
+    /// energy learns to move any scene's code to its condition; in the experiments, from codes
+    /// of fresh scenes of the pairs the VAE saw.
+    SceneCodes,
 }
 
 impl ConceptRecipe {
@@ -119,6 +142,7 @@ impl ConceptRecipe {
         }
         for (name, v) in [
             ("l2_coeff", self.l2_coeff),
+            ("conditional_weight", self.conditional_weight),
             ("prior_weight", self.prior_weight),
         ] {
             if !(v >= 0.0 && v.is_finite()) {
@@ -143,10 +167,20 @@ const DECODER_RANGE: f64 = 0.8;
 
 /// A VAE of scenes: a convolutional encoder to the mean and log-variance of `z`, and a
 /// DCGAN-style decoder back to the image.
+#[derive(Clone)]
 pub struct SceneAutoencoder {
     encoder: Classifier,
     decoder: Generator,
     latent_dim: usize,
+    standardisation: Option<Standardisation>,
+}
+
+/// The per-dimension mean and standard deviation `[1, d]` of posterior means: codes outside
+/// the VAE are `(mu - mean) / std`.
+#[derive(Clone)]
+struct Standardisation {
+    mean: Tensor,
+    std: Tensor,
 }
 
 /// The terms of the VAE's loss on one batch (means per scene).
@@ -193,6 +227,7 @@ impl SceneAutoencoder {
             encoder,
             decoder,
             latent_dim: recipe.latent_dim,
+            standardisation: None,
         })
     }
 
@@ -211,7 +246,8 @@ impl SceneAutoencoder {
         Ok((mu, logvar))
     }
 
-    /// The posterior means of a batch of images in [0, 1], in chunks, detached.
+    /// The posterior means of a batch of images in [0, 1], in chunks, detached (standardised
+    /// after [`SceneAutoencoder::standardised`]).
     pub fn encode_mean(&self, x: &Tensor) -> anyhow::Result<Tensor> {
         let n = x.dim(0)?;
         let mut out = Vec::new();
@@ -219,12 +255,58 @@ impl SceneAutoencoder {
             let (mu, _) = self.encode(&x.narrow(0, s, 256.min(n - s))?.detach())?;
             out.push(mu.detach());
         }
-        Ok(Tensor::cat(&out, 0)?)
+        let mu = Tensor::cat(&out, 0)?;
+        Ok(match &self.standardisation {
+            None => mu,
+            Some(st) => mu.broadcast_sub(&st.mean)?.broadcast_div(&st.std)?,
+        })
+    }
+
+    /// The same VAE with codes standardised per dimension by the mean and standard deviation
+    /// of the posterior means of `images` (at least two), so that the codes the energies see
+    /// are centred where their `|z|^2 / 2` term is and spread alike in every direction, as
+    /// one step size for every dimension assumes.
+    pub fn standardised(&self, images: &Tensor) -> anyhow::Result<Self> {
+        if images.dim(0)? < 2 {
+            anyhow::bail!("standardising the latent codes needs at least 2 images");
+        }
+        let plain = Self {
+            standardisation: None,
+            ..self.clone()
+        };
+        let mu = plain.encode_mean(images)?;
+        let mean = mu.mean_keepdim(0)?;
+        let std = mu
+            .broadcast_sub(&mean)?
+            .sqr()?
+            .mean_keepdim(0)?
+            .sqrt()?
+            .clamp(1e-4, f64::INFINITY)?;
+        Ok(Self {
+            standardisation: Some(Standardisation { mean, std }),
+            ..plain
+        })
+    }
+
+    /// The smallest and largest per-dimension standard deviation of the raw codes, once
+    /// standardised.
+    pub fn code_std_range(&self) -> anyhow::Result<Option<(f64, f64)>> {
+        let Some(st) = &self.standardisation else {
+            return Ok(None);
+        };
+        let v = st.std.flatten_all()?.to_vec1::<f32>()?;
+        let min = v.iter().copied().fold(f32::INFINITY, f32::min) as f64;
+        let max = v.iter().copied().fold(0f32, f32::max) as f64;
+        Ok(Some((min, max)))
     }
 
     /// The images of latent codes `z [B, d]`, in [0, 1].
     pub fn decode(&self, z: &Tensor) -> anyhow::Result<Tensor> {
-        let g = self.decoder.forward(z)?;
+        let z = match &self.standardisation {
+            None => z.clone(),
+            Some(st) => z.broadcast_mul(&st.std)?.broadcast_add(&st.mean)?,
+        };
+        let g = self.decoder.forward(&z)?;
         Ok(g.affine(0.5 / DECODER_RANGE, 0.5)?.clamp(0.0, 1.0)?)
     }
 
@@ -258,6 +340,7 @@ impl SceneAutoencoder {
             encoder: self.encoder.clone(),
             decoder: self.decoder.frozen(),
             latent_dim: self.latent_dim,
+            standardisation: self.standardisation.clone(),
         })
     }
 
@@ -520,6 +603,8 @@ pub struct ConceptTrainer {
     concept: LatentConcept,
     adam: Adam,
     sampler: Langevin,
+    chain_start: ChainStart,
+    conditional_weight: f64,
     l2_coeff: f64,
     lr: f64,
     iterations: usize,
@@ -540,6 +625,8 @@ impl ConceptTrainer {
             concept,
             adam,
             sampler: Langevin::new(recipe.langevin.clone())?,
+            chain_start: recipe.chain_start,
+            conditional_weight: recipe.conditional_weight,
             l2_coeff: recipe.l2_coeff,
             lr: recipe.lr,
             iterations: recipe.iterations,
@@ -548,7 +635,8 @@ impl ConceptTrainer {
     }
 
     /// One step on codes of data `positives [B, d]` with their condition features `[B, F]`:
-    /// negatives are chains from `N(0, I)` under the same conditions.
+    /// negatives are chains under the same conditions, started where the recipe's
+    /// [`ChainStart`] says.
     pub fn step(
         &mut self,
         positives: &Tensor,
@@ -562,7 +650,14 @@ impl ConceptTrainer {
             concept: &frozen,
             features: features.clone(),
         };
-        let z0 = noise::normal_like(rng, positives)?;
+        let z0 = match self.chain_start {
+            ChainStart::Noise => noise::normal_like(rng, positives)?,
+            ChainStart::SceneCodes if b > 1 => Tensor::cat(
+                &[positives.narrow(0, 1, b - 1)?, positives.narrow(0, 0, 1)?],
+                0,
+            )?,
+            ChainStart::SceneCodes => positives.clone(),
+        };
         let run = self.sampler.run(&bound, &z0, rng)?;
         let negatives = run.samples.detach();
         let z = Tensor::cat(&[positives, &negatives], 0)?;
@@ -570,7 +665,11 @@ impl ConceptTrainer {
         let e = self.concept.energy(&z, &f)?;
         let (e_pos, e_neg) = (e.narrow(0, 0, b)?, e.narrow(0, b, b)?);
         let reg = (e_pos.sqr()?.mean_all()? + e_neg.sqr()?.mean_all()?)?;
-        let loss = ((e_pos.mean_all()? - e_neg.mean_all()?)? + (reg * self.l2_coeff)?)?;
+        let mut loss = ((e_pos.mean_all()? - e_neg.mean_all()?)? + (reg * self.l2_coeff)?)?;
+        if self.conditional_weight > 0.0 {
+            let nll = conditional_nll(&self.concept, positives, features)?;
+            loss = (loss + (nll * self.conditional_weight)?)?;
+        }
         let loss_value = loss.to_scalar::<f32>()? as f64;
         let step = self.history.len() + 1;
         if !loss_value.is_finite() {
@@ -622,6 +721,57 @@ impl ConceptTrainer {
     pub fn into_concept(self) -> anyhow::Result<LatentConcept> {
         Ok(self.concept.frozen()?)
     }
+}
+
+/// The mean of `-log p(c_i | z_i)` over codes `z [B, d]` and their condition features
+/// `[B, F]`, where `p(c | z) = softmax(-E(z | c))` over the distinct rows of `features` (the
+/// conditions present in the batch).
+pub fn conditional_nll(
+    concept: &LatentConcept,
+    z: &Tensor,
+    features: &Tensor,
+) -> anyhow::Result<Tensor> {
+    let (b, d) = z.dims2()?;
+    let rows = features.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    if rows.len() != b {
+        anyhow::bail!(
+            "conditional_nll: {b} codes but {} condition rows",
+            rows.len()
+        );
+    }
+    let f = rows.first().map_or(0, Vec::len);
+    let mut distinct: Vec<&[f32]> = Vec::new();
+    let mut targets = Vec::with_capacity(b);
+    for r in &rows {
+        match distinct.iter().position(|c| *c == r.as_slice()) {
+            Some(i) => targets.push(i),
+            None => {
+                targets.push(distinct.len());
+                distinct.push(r);
+            }
+        }
+    }
+    let m = distinct.len();
+    let device = z.device();
+    let candidates = Tensor::from_vec(distinct.concat(), (m, f), device)?;
+    let zs = z
+        .unsqueeze(1)?
+        .broadcast_as((b, m, d))?
+        .reshape((b * m, d))?;
+    let cs = candidates
+        .unsqueeze(0)?
+        .broadcast_as((b, m, f))?
+        .reshape((b * m, f))?;
+    let logits = concept.energy(&zs, &cs)?.neg()?.reshape((b, m))?;
+    let max = logits.max_keepdim(1)?.detach();
+    let log_sum = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + &max)?;
+    let mut one_hot = vec![0f32; b * m];
+    for (i, &t) in targets.iter().enumerate() {
+        one_hot[i * m + t] = 1.0;
+    }
+    let one_hot = Tensor::from_vec(one_hot, (b, m), device)?;
+    let picked = (logits * one_hot)?.sum_keepdim(1)?;
+    Ok((log_sum - picked)?.mean_all()?)
 }
 
 /// Draws `n` starting codes from `N(0, I)`.
