@@ -49,17 +49,17 @@ pub struct JudgeRecipe {
     pub feature_dim: usize,
     /// Adam steps per judge. On soft renders 400 steps left the size judge at 0.836 on crisp
     /// scenes and the shape judge needed 1,500 even on crisp ones (0.38 after 400); at 1,500
-    /// every judge reads fresh scenes and the VAE's reconstructions at 1.000 (measured).
+    /// every judge reads fresh scenes and the VAE's reconstructions at 0.992 or better
+    /// (measured).
     pub iterations: usize,
     /// Scenes per step.
     pub batch_size: usize,
     /// Adam's learning rate.
     pub lr: f64,
-    /// Train on renders made softer at random (blurred 0 to 3 times by a 3x3 binomial kernel,
-    /// plus a little pixel noise: [`soften`]; 0 to 3 so that the clean render is a quarter
-    /// of what they see). Judges trained on crisp renders only read the
-    /// VAE's slightly soft small objects as large (size 0.826 on reconstructions; by eye they
-    /// are plainly small), and soft squares as circles.
+    /// Train on renders made softer at random: blurred 0 to 3 times by a 3x3 binomial kernel,
+    /// as likely each, plus a little pixel noise ([`soften`]). Judges trained on crisp renders
+    /// only read the VAE's slightly soft small objects as large (size 0.826 on its
+    /// reconstructions; by eye they are plainly small), and many soft squares as circles.
     pub soft_renders: bool,
 }
 
@@ -175,7 +175,7 @@ impl Recipe {
             ],
             continual_shapes: vec!["square".into(), "circle".into()],
             // Half the training noise: colour 0.979 against 0.917, shape 0.609 against 0.547
-            // on the same models (measured).
+            // on the same models and judges (measured).
             eval_langevin: LangevinConfig {
                 noise_scale: 0.05,
                 ..langevin
