@@ -128,56 +128,40 @@ fn bad_recipes_are_clear_errors() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("purple") && err.contains("red"), "{err}");
-    let mut r = tiny();
-    r.continual_shapes = vec![
-        "square".into(),
-        "circle".into(),
-        "triangle".into(),
-        "diamond".into(),
-    ];
-    let err = run_recipe(&r, &options(dir.path()))
-        .unwrap_err()
-        .to_string();
+    // The error of the tiny recipe after `edit`.
+    let error_after = |edit: &dyn Fn(&mut Recipe)| -> String {
+        let mut r = tiny();
+        edit(&mut r);
+        run_recipe(&r, &options(dir.path()))
+            .unwrap_err()
+            .to_string()
+    };
+    let err = error_after(&|r| {
+        r.continual_shapes = vec![
+            "square".into(),
+            "circle".into(),
+            "triangle".into(),
+            "diamond".into(),
+        ]
+    });
     assert!(err.contains("continual_shapes"), "{err}");
-    let mut r = tiny();
-    r.image_size = 48;
-    let err = run_recipe(&r, &options(dir.path()))
-        .unwrap_err()
-        .to_string();
+    let err = error_after(&|r| r.image_size = 48);
     assert!(err.contains("image_size must be 32 or 64"), "{err}");
-    let mut r = tiny();
-    r.autoencoder.lr = -1.0;
-    let err = run_recipe(&r, &options(dir.path()))
-        .unwrap_err()
-        .to_string();
+    let err = error_after(&|r| r.autoencoder.lr = -1.0);
     assert!(
         err.contains("autoencoder lr") && err.contains("-1"),
         "{err}"
     );
-    let mut r = tiny();
-    r.concept.prior_weight = f64::NAN;
-    let err = run_recipe(&r, &options(dir.path()))
-        .unwrap_err()
-        .to_string();
+    let err = error_after(&|r| r.concept.prior_weight = f64::NAN);
     assert!(err.contains("concept prior_weight"), "{err}");
-    let mut r = tiny();
-    r.concept.adam_beta1 = 1.0;
-    let err = run_recipe(&r, &options(dir.path()))
-        .unwrap_err()
-        .to_string();
+    let err = error_after(&|r| r.concept.adam_beta1 = 1.0);
     assert!(err.contains("adam_beta1"), "{err}");
-    let mut r = tiny();
-    r.concept.conditional_weight = -0.5;
-    let err = run_recipe(&r, &options(dir.path()))
-        .unwrap_err()
-        .to_string();
+    let err = error_after(&|r| r.concept.conditional_weight = -0.5);
     assert!(
         err.contains("concept conditional_weight") && err.contains("-0.5"),
         "{err}"
     );
-    let mut r = tiny();
-    r.concept.langevin.steps = 0;
-    assert!(run_recipe(&r, &options(dir.path())).is_err());
+    error_after(&|r| r.concept.langevin.steps = 0);
 }
 
 #[test]

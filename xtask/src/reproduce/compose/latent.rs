@@ -741,12 +741,12 @@ pub fn conditional_nll(
     }
     let f = rows.first().map_or(0, Vec::len);
     let mut distinct: Vec<&[f32]> = Vec::new();
-    let mut targets = Vec::with_capacity(b);
+    let mut targets: Vec<u32> = Vec::with_capacity(b);
     for r in &rows {
         match distinct.iter().position(|c| *c == r.as_slice()) {
-            Some(i) => targets.push(i),
+            Some(i) => targets.push(i as u32),
             None => {
-                targets.push(distinct.len());
+                targets.push(distinct.len() as u32);
                 distinct.push(r);
             }
         }
@@ -763,15 +763,8 @@ pub fn conditional_nll(
         .broadcast_as((b, m, f))?
         .reshape((b * m, f))?;
     let logits = concept.energy(&zs, &cs)?.neg()?.reshape((b, m))?;
-    let max = logits.max_keepdim(1)?.detach();
-    let log_sum = (logits.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + &max)?;
-    let mut one_hot = vec![0f32; b * m];
-    for (i, &t) in targets.iter().enumerate() {
-        one_hot[i * m + t] = 1.0;
-    }
-    let one_hot = Tensor::from_vec(one_hot, (b, m), device)?;
-    let picked = (logits * one_hot)?.sum_keepdim(1)?;
-    Ok((log_sum - picked)?.mean_all()?)
+    let targets = Tensor::from_vec(targets, b, device)?;
+    Ok(ebm_nn::cross_entropy(&logits, &targets)?)
 }
 
 /// Draws `n` starting codes from `N(0, I)`.
