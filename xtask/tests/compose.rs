@@ -1,7 +1,7 @@
 //! Smoke runs of `cargo xtask reproduce compose` at a tiny size, and the scenes writer.
 
 use candle_core::Device;
-use xtask::reproduce::compose::{run_recipe, Recipe};
+use xtask::reproduce::compose::{run_recipe, JudgeIterations, Recipe};
 use xtask::reproduce::{apply_overrides, Mode, Options};
 
 fn options(out: &std::path::Path) -> Options {
@@ -34,7 +34,7 @@ fn tiny() -> Recipe {
     r.samples_per_condition = 2;
     r.conditions = 2;
     r.infer_images = 6;
-    r.judge.iterations = 3;
+    r.judge.iterations = JudgeIterations::all(3);
     r.judge.batch_size = 8;
     r.judge.widths = vec![4, 4];
     r.judge.feature_dim = 4;
@@ -64,6 +64,10 @@ fn quick_recipe_writes_every_experiment_and_metric() {
         "sampler_langevin_accuracy",
         "sampler_mala_accuracy",
         "sampler_hmc_accuracy",
+        "shape_code_accuracy",
+        "color_code_accuracy",
+        "size_code_accuracy",
+        "joint_code_accuracy",
     ] {
         let v = json[key]
             .as_f64()
@@ -161,6 +165,10 @@ fn bad_recipes_are_clear_errors() {
         err.contains("concept conditional_weight") && err.contains("-0.5"),
         "{err}"
     );
+    let err = error_after(&|r| r.concept.conditional_candidates = 1);
+    assert!(err.contains("conditional_candidates"), "{err}");
+    let err = error_after(&|r| r.guidance = -1.0);
+    assert!(err.contains("guidance") && err.contains("-1"), "{err}");
     error_after(&|r| r.concept.langevin.steps = 0);
 }
 
@@ -249,11 +257,6 @@ mod latent_space {
         let features = c
             .class_features(&Tensor::new(&labels, &Device::Cpu).unwrap())
             .unwrap();
-        let got = conditional_nll(&c, &z, &features)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap() as f64;
-        let present = [0u32, 2, 3];
         let energy = |i: usize, class: u32| -> f64 {
             let zi = z.narrow(0, i, 1).unwrap();
             let f = c
@@ -261,26 +264,80 @@ mod latent_space {
                 .unwrap();
             c.energy(&zi, &f).unwrap().to_vec1::<f32>().unwrap()[0] as f64
         };
-        let mut expected = 0.0;
-        for (i, &label) in labels.iter().enumerate() {
-            let log_sum = present
-                .iter()
-                .map(|&k| (-energy(i, k)).exp())
-                .sum::<f64>()
-                .ln();
-            expected += log_sum + energy(i, label);
-        }
-        expected /= labels.len() as f64;
-        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+        // The mean over the codes whose class is a candidate of -log softmax(-E) at the label.
+        let expected = |candidates: &[u32]| -> f64 {
+            let mut total = 0.0;
+            let mut n = 0;
+            for (i, &label) in labels.iter().enumerate() {
+                if !candidates.contains(&label) {
+                    continue;
+                }
+                let log_sum = candidates
+                    .iter()
+                    .map(|&k| (-energy(i, k)).exp())
+                    .sum::<f64>()
+                    .ln();
+                total += log_sum + energy(i, label);
+                n += 1;
+            }
+            total / n as f64
+        };
+        let nll = |max: usize| -> f64 {
+            conditional_nll(&c, &z, &features, max)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        let (got, want) = (nll(8), expected(&[0, 2, 3]));
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // At most two candidates: the first two distinct classes (2, then 0); the code of
+        // class 3 is left out.
+        let (got, want) = (nll(2), expected(&[2, 0]));
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         // With a single condition in the batch there is nothing to tell apart.
         let same = c
             .class_features(&Tensor::new(&[1u32, 1], &Device::Cpu).unwrap())
             .unwrap();
-        let zero = conditional_nll(&c, &z.narrow(0, 0, 2).unwrap(), &same)
+        let zero = conditional_nll(&c, &z.narrow(0, 0, 2).unwrap(), &same, 8)
             .unwrap()
             .to_scalar::<f32>()
             .unwrap();
         assert!(zero.abs() < 1e-6, "{zero}");
+    }
+
+    /// The energy's own reading of codes: each code's lowest-energy class, found here one
+    /// class at a time, against its label.
+    #[test]
+    fn code_accuracy_is_the_share_read_as_labelled() {
+        let c = concept(ConditionKind::Classes(3));
+        let z =
+            ebm_core::noise::normal(&mut seeded_rng(4), (12, 3), DType::F32, &Device::Cpu).unwrap();
+        let lowest: Vec<u32> = (0..12)
+            .map(|i| {
+                let zi = z.narrow(0, i, 1).unwrap();
+                (0..3u32)
+                    .map(|k| {
+                        let f = c
+                            .class_features(&Tensor::new(&[k], &Device::Cpu).unwrap())
+                            .unwrap();
+                        (k, c.energy(&zi, &f).unwrap().to_vec1::<f32>().unwrap()[0])
+                    })
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        assert_eq!(c.code_accuracy(&z, &lowest).unwrap(), 1.0);
+        // Half the labels moved to another class: half right.
+        let half: Vec<u32> = lowest
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| if i % 2 == 0 { k } else { (k + 1) % 3 })
+            .collect();
+        assert_eq!(c.code_accuracy(&z, &half).unwrap(), 0.5);
+        assert!(c.code_accuracy(&z, &half[..5]).is_err());
+        let position = concept(ConditionKind::Position { frequencies: 1 });
+        assert!(position.code_accuracy(&z, &lowest).is_err());
     }
 
     #[test]

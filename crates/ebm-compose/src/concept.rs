@@ -424,6 +424,72 @@ impl<'m> ConceptSet<'m> {
         Composition::build(self, expr)
     }
 
+    /// `expr` with every term of a discrete concept guided by the concept's own classifier:
+    /// `c=v` becomes `(1 + gamma)*c=v & !gamma*(c=v_1 | ... | c=v_K)` over the concept's K
+    /// named values, whose energy `(1 + gamma) E_v + gamma log sum_k exp(-E_k)` is that of
+    /// `p(x | v) p(v | x)^gamma`, `p(v | x)` the softmax of `-E_k(x)` over the values. This
+    /// is classifier-free guidance (Ho & Salimans 2022) with the concept's OR as the
+    /// unconditional model: it moves samples to where the value is not only likely but also
+    /// unambiguous. Terms of continuous concepts (no finite set of values) are left as they
+    /// are; `gamma = 0` returns `expr` unchanged.
+    ///
+    /// # Errors
+    /// `gamma` negative or not finite, or a term naming an unknown concept or value.
+    pub fn guided(&self, expr: &Expr, gamma: f64) -> Result<Expr> {
+        if !(gamma >= 0.0 && gamma.is_finite()) {
+            return Err(Error::InvalidNumber {
+                what: "guidance",
+                requirement: "a finite number >= 0",
+                value: gamma,
+            });
+        }
+        if gamma == 0.0 {
+            return Ok(expr.clone());
+        }
+        let guide = |e: &Expr| -> Result<Expr> { self.guided(e, gamma) };
+        Ok(match expr {
+            Expr::Term(term) => {
+                let (index, _) = self.resolve(term)?;
+                let concept = &self.concepts[index];
+                match concept.model {
+                    Model::Continuous(_) => expr.clone(),
+                    Model::Discrete(_) => {
+                        // One alternative per class: two names of one class would count it twice.
+                        let mut seen: Vec<&Condition> = Vec::new();
+                        let mut distinct = Vec::new();
+                        for (name, condition) in &concept.values {
+                            if !seen.contains(&condition) {
+                                seen.push(condition);
+                                distinct.push(name.as_str());
+                            }
+                        }
+                        Expr::and([
+                            Expr::scaled(1.0 + gamma, expr.clone()),
+                            Expr::not_weighted(
+                                gamma,
+                                Expr::or(
+                                    distinct
+                                        .into_iter()
+                                        .map(|name| Expr::term(&concept.name, name)),
+                                ),
+                            ),
+                        ])
+                    }
+                }
+            }
+            Expr::Scale { weight, expr } => Expr::scaled(*weight, guide(expr)?),
+            Expr::Not { alpha, expr } => Expr::not_weighted(*alpha, guide(expr)?),
+            Expr::And(children) => Expr::And(children.iter().map(guide).collect::<Result<_>>()?),
+            Expr::Or {
+                temperature,
+                children,
+            } => Expr::Or {
+                temperature: *temperature,
+                children: children.iter().map(guide).collect::<Result<_>>()?,
+            },
+        })
+    }
+
     /// One term as a plain [`Energy`]: the concept's model with its value bound for every
     /// sample.
     pub fn term(&self, term: &Term) -> Result<ConceptTerm<'m>> {

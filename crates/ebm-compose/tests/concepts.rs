@@ -194,3 +194,48 @@ fn bad_inputs_are_errors_not_panics() {
     let wide = Tensor::zeros((2, DIM + 1), candle_core::DType::F64, &Device::Cpu).unwrap();
     assert!(composition.energy_and_grad(&wide).is_err());
 }
+
+/// Guidance by the concept's own classifier: the energy of `p(x | v) p(v | x)^gamma`, computed
+/// here in f64 from the fixture's per-class energies and their softmax.
+#[test]
+fn guided_terms_are_the_energy_of_the_likelihood_times_the_classifier() {
+    let fixture = Fixture::new(11);
+    let set = fixture.concepts();
+    let x = random_x(&mut seeded_rng(11), 5);
+    let gamma = 1.5;
+    let expr = set.parse_expr("shape=sphere & pos=left").unwrap();
+    let guided = set.compose(&set.guided(&expr, gamma).unwrap()).unwrap();
+    let (e, g) = guided.energy_and_grad(&x).unwrap();
+    for (b, row) in rows(&x).iter().enumerate() {
+        let per_class: Vec<(f64, Vec<f64>)> = (0..SHAPES.len())
+            .map(|k| fixture.shape.reference(k, row))
+            .collect();
+        let (e_pos, g_pos) = fixture.pos.reference(&POSITIONS[0].1, row);
+        // -log p(v | x) = E_v + log sum_k exp(-E_k); its gradient dE_v - sum_k p_k dE_k.
+        let m = per_class.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
+        let z: f64 = per_class.iter().map(|c| (m - c.0).exp()).sum();
+        let p: Vec<f64> = per_class.iter().map(|c| (m - c.0).exp() / z).collect();
+        let nll = per_class[1].0 - m + z.ln();
+        let expected = per_class[1].0 + gamma * nll + e_pos;
+        let expected_grad: Vec<f64> = (0..DIM)
+            .map(|j| {
+                let mean: f64 = per_class.iter().zip(&p).map(|(c, pk)| pk * c.1[j]).sum();
+                per_class[1].1[j] + gamma * (per_class[1].1[j] - mean) + g_pos[j]
+            })
+            .collect();
+        assert_close("guided energy", &[values(&e)[b]], &[expected], 1e-10);
+        assert_close("guided gradient", &rows(&g)[b], &expected_grad, 1e-10);
+    }
+    // gamma = 0 is the expression itself; continuous terms are never guided; a bad gamma or
+    // an unknown value is an error.
+    assert_eq!(set.guided(&expr, 0.0).unwrap(), expr);
+    let pos = Expr::term("pos", "left");
+    assert_eq!(set.guided(&pos, 3.0).unwrap(), pos);
+    assert_eq!(
+        set.guided(&expr, -1.0).unwrap_err().to_string(),
+        "guidance must be a finite number >= 0, got -1"
+    );
+    assert!(set.guided(&expr, f64::NAN).is_err());
+    let err = set.guided(&Expr::term("shape", "cone"), 1.0).unwrap_err();
+    assert!(err.to_string().contains("unknown value `cone`"), "{err}");
+}

@@ -100,6 +100,11 @@ pub struct ConceptRecipe {
     /// of JEM, Grathwohl et al. 2020): it teaches the energy which condition a code belongs to,
     /// which contrastive divergence alone learns only slowly. 0 turns it off.
     pub conditional_weight: f64,
+    /// The most distinct conditions the conditional term compares (at least 2): codes of the
+    /// batch whose condition is not among its first `conditional_candidates` distinct ones
+    /// are left out of it. Classes are fewer than this; positions are all distinct, and a
+    /// 64 x 64 comparison made the position concept the slowest to train.
+    pub conditional_candidates: usize,
     /// Standardise the latent codes per dimension (by the posterior means of 2,048 scenes
     /// the VAE saw) before the energies see them.
     pub standardise_codes: bool,
@@ -133,6 +138,12 @@ impl ConceptRecipe {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             anyhow::bail!("concept lr must be a positive number, got {}", self.lr);
+        }
+        if self.conditional_candidates < 2 {
+            anyhow::bail!(
+                "concept conditional_candidates must be at least 2, got {}",
+                self.conditional_candidates
+            );
         }
         if !(0.0..1.0).contains(&self.adam_beta1) {
             anyhow::bail!(
@@ -525,6 +536,44 @@ impl LatentConcept {
         Ok((self.mlp.energy(&input)? + prior)?)
     }
 
+    /// How often the energy itself reads the class of codes `z [B, d]` right: the share of
+    /// codes whose lowest-energy class `argmin_c E(z | c)` is their label `[B]`. A ceiling on
+    /// what its samples can show: a class the energy cannot tell apart on the data's codes it
+    /// cannot draw either.
+    pub fn code_accuracy(&self, z: &Tensor, labels: &[u32]) -> anyhow::Result<f64> {
+        let ConditionKind::Classes(k) = self.kind else {
+            anyhow::bail!("code_accuracy reads classes; the position concept has none");
+        };
+        let (b, d) = z.dims2()?;
+        if labels.len() != b || b == 0 {
+            anyhow::bail!("code_accuracy: {b} codes but {} labels", labels.len());
+        }
+        let classes: Vec<u32> = (0..b).flat_map(|_| 0..k as u32).collect();
+        let classes = Tensor::from_vec(classes, b * k, &Device::Cpu)?;
+        let zs = z
+            .unsqueeze(1)?
+            .broadcast_as((b, k, d))?
+            .reshape((b * k, d))?;
+        let e = self
+            .energy(&zs, &self.class_features(&classes)?)?
+            .reshape((b, k))?
+            .to_dtype(DType::F32)?
+            .to_vec2::<f32>()?;
+        let right = e
+            .iter()
+            .zip(labels)
+            .filter(|(row, &label)| {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .min_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(i, _)| i as u32);
+                best == Some(label)
+            })
+            .count();
+        Ok(right as f64 / b as f64)
+    }
+
     /// A detached copy for sampling.
     pub fn frozen(&self) -> ebm_core::Result<Self> {
         Ok(Self {
@@ -605,6 +654,7 @@ pub struct ConceptTrainer {
     sampler: Langevin,
     chain_start: ChainStart,
     conditional_weight: f64,
+    conditional_candidates: usize,
     l2_coeff: f64,
     lr: f64,
     iterations: usize,
@@ -627,6 +677,7 @@ impl ConceptTrainer {
             sampler: Langevin::new(recipe.langevin.clone())?,
             chain_start: recipe.chain_start,
             conditional_weight: recipe.conditional_weight,
+            conditional_candidates: recipe.conditional_candidates,
             l2_coeff: recipe.l2_coeff,
             lr: recipe.lr,
             iterations: recipe.iterations,
@@ -667,7 +718,12 @@ impl ConceptTrainer {
         let reg = (e_pos.sqr()?.mean_all()? + e_neg.sqr()?.mean_all()?)?;
         let mut loss = ((e_pos.mean_all()? - e_neg.mean_all()?)? + (reg * self.l2_coeff)?)?;
         if self.conditional_weight > 0.0 {
-            let nll = conditional_nll(&self.concept, positives, features)?;
+            let nll = conditional_nll(
+                &self.concept,
+                positives,
+                features,
+                self.conditional_candidates,
+            )?;
             loss = (loss + (nll * self.conditional_weight)?)?;
         }
         let loss_value = loss.to_scalar::<f32>()? as f64;
@@ -725,11 +781,13 @@ impl ConceptTrainer {
 
 /// The mean of `-log p(c_i | z_i)` over codes `z [B, d]` and their condition features
 /// `[B, F]`, where `p(c | z) = softmax(-E(z | c))` over the distinct rows of `features` (the
-/// conditions present in the batch).
+/// conditions present in the batch), at most `max_candidates` of them: codes whose condition
+/// is not among the first `max_candidates` distinct rows are left out.
 pub fn conditional_nll(
     concept: &LatentConcept,
     z: &Tensor,
     features: &Tensor,
+    max_candidates: usize,
 ) -> anyhow::Result<Tensor> {
     let (b, d) = z.dims2()?;
     let rows = features.to_dtype(DType::F32)?.to_vec2::<f32>()?;
@@ -742,17 +800,26 @@ pub fn conditional_nll(
     let f = rows.first().map_or(0, Vec::len);
     let mut distinct: Vec<&[f32]> = Vec::new();
     let mut targets: Vec<u32> = Vec::with_capacity(b);
-    for r in &rows {
+    let mut kept: Vec<u32> = Vec::with_capacity(b);
+    for (i, r) in rows.iter().enumerate() {
         match distinct.iter().position(|c| *c == r.as_slice()) {
-            Some(i) => targets.push(i as u32),
-            None => {
+            Some(t) => targets.push(t as u32),
+            None if distinct.len() < max_candidates.max(1) => {
                 targets.push(distinct.len() as u32);
                 distinct.push(r);
             }
+            None => continue,
         }
+        kept.push(i as u32);
     }
     let m = distinct.len();
     let device = z.device();
+    let z = if kept.len() < b {
+        z.index_select(&Tensor::from_vec(kept.clone(), kept.len(), device)?, 0)?
+    } else {
+        z.clone()
+    };
+    let b = kept.len();
     let candidates = Tensor::from_vec(distinct.concat(), (m, f), device)?;
     let zs = z
         .unsqueeze(1)?

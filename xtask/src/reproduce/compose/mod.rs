@@ -47,11 +47,8 @@ pub struct JudgeRecipe {
     pub widths: Vec<usize>,
     /// Feature width.
     pub feature_dim: usize,
-    /// Adam steps per judge. On soft renders 400 steps left the size judge at 0.836 on crisp
-    /// scenes and the shape judge needed 1,500 even on crisp ones (0.38 after 400); at 1,500
-    /// every judge reads fresh scenes and the VAE's reconstructions at 0.992 or better
-    /// (measured).
-    pub iterations: usize,
+    /// Adam steps of each judge.
+    pub iterations: JudgeIterations,
     /// Scenes per step.
     pub batch_size: usize,
     /// Adam's learning rate.
@@ -61,6 +58,44 @@ pub struct JudgeRecipe {
     /// only read the VAE's slightly soft small objects as large (size 0.826 on its
     /// reconstructions; by eye they are plainly small), and many soft squares as circles.
     pub soft_renders: bool,
+}
+
+/// Adam steps of each judge. On soft renders 400 steps left the size judge at 0.836 on crisp
+/// scenes and the shape judge needed 1,500 even on crisp ones (0.38 after 400); colour and
+/// position read fresh scenes at 1.000 after 400 (measured).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeIterations {
+    /// The shape classifier's steps.
+    pub shape: usize,
+    /// The colour classifier's steps.
+    pub color: usize,
+    /// The size classifier's steps.
+    pub size: usize,
+    /// The position regressor's steps.
+    pub position: usize,
+}
+
+impl JudgeIterations {
+    /// The same number of steps for every judge.
+    pub fn all(steps: usize) -> Self {
+        Self {
+            shape: steps,
+            color: steps,
+            size: steps,
+            position: steps,
+        }
+    }
+
+    /// The steps of the judge of `attribute` (shape, color, size or position).
+    fn of(&self, attribute: &str) -> usize {
+        match attribute {
+            "shape" => self.shape,
+            "color" => self.color,
+            "size" => self.size,
+            _ => self.position,
+        }
+    }
 }
 
 /// Everything that defines a compose run.
@@ -81,6 +116,10 @@ pub struct Recipe {
     pub continual_shapes: Vec<String>,
     /// The sampler of every experiment, from `N(0, I)` in the latent space.
     pub eval_langevin: LangevinConfig,
+    /// Guidance `gamma` of every discrete term in the experiments' expressions
+    /// ([`ConceptSet::guided`]): `c=v` is sampled from `p(z | v) p(v | z)^gamma`, `p(v | z)`
+    /// the softmax of the concept's energies over its values. 0 samples the terms as they are.
+    pub guidance: f64,
     /// Samples per requested condition.
     pub samples_per_condition: usize,
     /// Requested conditions per experiment (where they are drawn at random).
@@ -162,6 +201,7 @@ impl Recipe {
                 prior_weight: 1.0,
                 position_frequencies: 3,
                 conditional_weight: 1.0,
+                conditional_candidates: 32,
                 standardise_codes: true,
                 chain_start: ChainStart::SceneCodes,
                 langevin: langevin.clone(),
@@ -180,13 +220,19 @@ impl Recipe {
                 noise_scale: 0.05,
                 ..langevin
             },
+            guidance: 0.0,
             samples_per_condition: 16,
             conditions: 16,
             infer_images: 100,
             judge: JudgeRecipe {
                 widths: vec![16, 32, 32],
                 feature_dim: 64,
-                iterations: 1500,
+                iterations: JudgeIterations {
+                    shape: 1500,
+                    color: 400,
+                    size: 1500,
+                    position: 400,
+                },
                 batch_size: 64,
                 lr: 1e-3,
                 soft_renders: true,
@@ -222,7 +268,7 @@ impl Recipe {
             judge: JudgeRecipe {
                 widths: vec![32, 64, 64],
                 feature_dim: 128,
-                iterations: 4000,
+                iterations: JudgeIterations::all(4000),
                 batch_size: 128,
                 lr: 1e-3,
                 ..quick.judge.clone()
@@ -289,6 +335,9 @@ impl Recipe {
             );
         }
         latent::check(&self.autoencoder, &self.concept)?;
+        if !(self.guidance >= 0.0 && self.guidance.is_finite()) {
+            anyhow::bail!("guidance must be a number >= 0, got {}", self.guidance);
+        }
         if self.samples_per_condition == 0 || self.conditions == 0 {
             anyhow::bail!("samples_per_condition and conditions must be at least 1");
         }
@@ -306,6 +355,9 @@ impl Recipe {
         Ok(())
     }
 }
+
+/// Fresh scenes on which each class concept's own reading of codes is measured.
+const CODE_PROBE: usize = 500;
 
 /// The concept models of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,24 +394,29 @@ impl Concept {
         }
     }
 
-    /// The condition features of each scene in `batch` for `model`.
-    fn features(self, model: &LatentConcept, batch: &SceneBatch) -> anyhow::Result<Tensor> {
-        let labels = match self {
+    /// The class of each scene in `batch` (an error for position, which has none).
+    fn labels(self, batch: &SceneBatch) -> anyhow::Result<Vec<u32>> {
+        Ok(match self {
             Concept::Shape => batch.class_indices(0, Attribute::Shape)?,
             Concept::Color => batch.class_indices(0, Attribute::Color)?,
             Concept::Size => batch.class_indices(0, Attribute::Size)?,
-            Concept::Position => {
-                let p: Vec<f32> = batch.positions(0)?.into_iter().flatten().collect();
-                let p = Tensor::from_vec(p, (batch.len(), 2), &Device::Cpu)?;
-                return Ok(model.position_features(&p)?);
-            }
+            Concept::Position => anyhow::bail!("the position concept has no classes"),
             Concept::Joint => batch
                 .labels()
                 .iter()
                 .map(|l| joint_class(l.objects[0].shape, l.objects[0].color))
                 .collect(),
-        };
-        let labels = Tensor::from_vec(labels, batch.len(), &Device::Cpu)?;
+        })
+    }
+
+    /// The condition features of each scene in `batch` for `model`.
+    fn features(self, model: &LatentConcept, batch: &SceneBatch) -> anyhow::Result<Tensor> {
+        if self == Concept::Position {
+            let p: Vec<f32> = batch.positions(0)?.into_iter().flatten().collect();
+            let p = Tensor::from_vec(p, (batch.len(), 2), &Device::Cpu)?;
+            return Ok(model.position_features(&p)?);
+        }
+        let labels = Tensor::from_vec(self.labels(batch)?, batch.len(), &Device::Cpu)?;
         Ok(model.class_features(&labels)?)
     }
 }
@@ -415,7 +472,7 @@ fn train_judge(
     };
     let mut model = Classifier::new(&cfg, device, rng)?;
     let mut adam = Adam::new(model.params().vars(), AdamConfig::kingma_ba(j.lr))?;
-    let iterations = j.iterations;
+    let iterations = j.iterations.of(kind);
     let checkpoints = Checkpoints::new(
         options,
         options
@@ -772,9 +829,7 @@ impl Bench<'_> {
         let mut tallies: Vec<(&'static str, usize, usize)> = Vec::new();
         let mut all_ok = 0usize;
         for (expr, request) in requests {
-            let energy = self
-                .concepts
-                .parse(expr)
+            let energy = guided(self.concepts, expr, r.guidance)
                 .with_context(|| format!("experiment {name}"))?;
             let z0 = self.starts.draw(rng, k)?;
             let codes = make(expr)?.run(&energy, &z0, rng)?.samples;
@@ -822,6 +877,15 @@ impl Bench<'_> {
             samples: n,
         })
     }
+}
+
+/// The energy of the text expression `expr` with its discrete terms guided by `gamma`.
+fn guided<'m>(
+    concepts: &ConceptSet<'m>,
+    expr: &str,
+    gamma: f64,
+) -> anyhow::Result<ebm_compose::Composition<'m>> {
+    Ok(concepts.compose(&concepts.guided(&concepts.parse_expr(expr)?, gamma)?)?)
 }
 
 fn pos_expr(p: [f64; 2]) -> String {
@@ -936,11 +1000,9 @@ fn train_concept(
     Ok((trainer.into_concept()?, history, seconds))
 }
 
-/// Trains the concepts of `jobs` side by side, one job per core, each on a single thread and
-/// with a generator of its own (seeded from `rng` in job order), so that every model is the
-/// same whatever the number of cores. Small MLPs gain nothing from a second thread: 1,000
-/// steps took 38-40 s on one thread against 52 s on two (measured), so two at once about
-/// halve the phase on two cores.
+/// Trains the concepts of `jobs` side by side ([`in_parallel`]), each with a generator of its
+/// own. Small MLPs gain nothing from a second thread: 1,000 steps took 38-40 s on one thread
+/// against 52 s on two (measured), so two at once about halve the phase on two cores.
 fn train_concepts(
     jobs: &[(Concept, &SceneGenerator)],
     recipe: &Recipe,
@@ -949,43 +1011,53 @@ fn train_concepts(
     options: &Options,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<(LatentConcept, Vec<StepLog>, f64)>> {
-    let seeds: Vec<u64> = jobs.iter().map(|_| rng.random::<u64>()).collect();
-    let workers = rayon::current_num_threads().clamp(1, jobs.len().max(1));
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    type Trained = (LatentConcept, Vec<StepLog>, f64);
-    let mut done: Vec<(usize, anyhow::Result<Trained>)> = std::thread::scope(|scope| {
+    in_parallel(jobs.len(), rng, |i, job_rng| {
+        let (concept, generator) = jobs[i];
+        train_concept(
+            concept,
+            recipe,
+            autoencoder,
+            generator,
+            job_rng,
+            options,
+            bar,
+        )
+    })
+}
+
+/// Runs `job(i, rng_i)` for `i < n`, one job per core, each on a single thread and with a
+/// generator of its own seeded from `rng` in job order, so that every result is the same
+/// whatever the number of cores. Returns the results in job order, or the first error in job
+/// order (jobs not yet started when one fails are skipped).
+fn in_parallel<T: Send>(
+    n: usize,
+    rng: &mut Rng,
+    job: impl Fn(usize, &mut Rng) -> anyhow::Result<T> + Sync,
+) -> anyhow::Result<Vec<T>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let seeds: Vec<u64> = (0..n).map(|_| rng.random::<u64>()).collect();
+    let workers = rayon::current_num_threads().clamp(1, n.max(1));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let mut done: Vec<(usize, anyhow::Result<T>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                scope.spawn(
-                    || -> anyhow::Result<Vec<(usize, anyhow::Result<Trained>)>> {
-                        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-                        let mut out = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            if i >= jobs.len() || failed.load(std::sync::atomic::Ordering::SeqCst) {
-                                return Ok(out);
-                            }
-                            let (concept, generator) = jobs[i];
-                            let mut job_rng = seeded_rng(seeds[i]);
-                            let result = pool.install(|| {
-                                train_concept(
-                                    concept,
-                                    recipe,
-                                    autoencoder,
-                                    generator,
-                                    &mut job_rng,
-                                    options,
-                                    bar,
-                                )
-                            });
-                            if result.is_err() {
-                                failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            out.push((i, result));
+                scope.spawn(|| -> anyhow::Result<Vec<(usize, anyhow::Result<T>)>> {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= n || failed.load(Ordering::SeqCst) {
+                            return Ok(out);
                         }
-                    },
-                )
+                        let mut job_rng = seeded_rng(seeds[i]);
+                        let result = pool.install(|| job(i, &mut job_rng));
+                        if result.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        out.push((i, result));
+                    }
+                })
             })
             .collect();
         let mut all = Vec::new();
@@ -995,26 +1067,21 @@ fn train_concepts(
                 Ok(Err(e)) => all.push((usize::MAX, Err(e))),
                 Err(_) => all.push((
                     usize::MAX,
-                    Err(anyhow::anyhow!("a concept-training thread panicked")),
+                    Err(anyhow::anyhow!("a training thread panicked")),
                 )),
             }
         }
         all
     });
     done.sort_by_key(|(i, _)| *i);
-    // The first error in job order, else every job's model in order.
-    let mut models = Vec::with_capacity(jobs.len());
+    let mut results = Vec::with_capacity(n);
     for (_, result) in done {
-        models.push(result?);
+        results.push(result?);
     }
-    if models.len() != jobs.len() {
-        anyhow::bail!(
-            "concept training stopped after {} of {} models",
-            models.len(),
-            jobs.len()
-        );
+    if results.len() != n {
+        anyhow::bail!("training stopped after {} of {n} jobs", results.len());
     }
-    Ok(models)
+    Ok(results)
 }
 
 /// Runs the experiment with the mode's recipe.
@@ -1077,11 +1144,17 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
 
     // The judges, trained on every combination, and their accuracy on fresh scenes.
     let judge_start = Instant::now();
+    let kinds = ["shape", "size", "color", "position"];
+    let mut trained = in_parallel(kinds.len(), &mut rng, |i, job_rng| {
+        train_judge(kinds[i], recipe, &everything, job_rng, options)
+    })?
+    .into_iter();
+    let mut next = || trained.next().expect("one judge per kind");
     let judges = Judges {
-        shape: train_judge("shape", recipe, &everything, &mut rng, options)?,
-        color: train_judge("color", recipe, &everything, &mut rng, options)?,
-        size: train_judge("size", recipe, &everything, &mut rng, options)?,
-        position: train_judge("position", recipe, &everything, &mut rng, options)?,
+        shape: next(),
+        size: next(),
+        color: next(),
+        position: next(),
     };
     let check = everything.sample(500, &mut rng)?;
     let x = scene_tensor(&check, device)?;
@@ -1185,6 +1258,17 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
             ],
         )
         .save(&out.join(format!("{name}_energies.png")))?;
+        if let ConditionKind::Classes(_) = concept.kind(&recipe.concept) {
+            // Fresh scenes of the pairs the VAE saw, from a generator of their own.
+            let mut probe_rng = seeded_rng(options.seed ^ 0x00c0_de0f_ac75);
+            let probe = seen.sample(CODE_PROBE, &mut probe_rng)?;
+            let codes = autoencoder.encode_mean(&scene_tensor(&probe, device)?)?;
+            let labels = concept.labels(&probe)?;
+            report.metric(
+                format!("{name}_code_accuracy"),
+                model.code_accuracy(&codes, &labels)?,
+            );
+        }
         models.push((concept, model));
     }
     bar.finish_and_clear();
@@ -1507,7 +1591,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     let sc = &recipe.samplers;
     let k = recipe.samples_per_condition;
     let probe_x0 = starts.draw(&mut sampler_rng, k)?;
-    let probe = concepts.parse(&cmp_requests[0].0)?;
+    let probe = guided(&concepts, &cmp_requests[0].0, recipe.guidance)?;
     let langevin_seconds = Langevin::new(recipe.eval_langevin.clone())?
         .run(&probe, &probe_x0, &mut sampler_rng)?
         .seconds_per_step
@@ -1728,9 +1812,12 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         options.seed
     ));
     report.section(format!(
-        "## Judges\n\nClassifiers (shape, colour, size) and a position regressor trained on the scene generator ({} steps each, on soft renders: {judge_seconds:.0} s), checked on 500 fresh scenes: \
+        "## Judges\n\nClassifiers (shape, colour, size) and a position regressor trained on the scene generator ({} / {} / {} / {} steps for shape / colour / size / position, two at a time, on soft renders: {judge_seconds:.0} s), checked on 500 fresh scenes: \
          shape {:.3}, colour {:.3}, size {:.3}, position within {} {:.3}; and on the same scenes blurred {} times: shape {:.3}, colour {:.3}, size {:.3}, position {:.3}. Every accuracy below is theirs.",
-        recipe.judge.iterations,
+        recipe.judge.iterations.shape,
+        recipe.judge.iterations.color,
+        recipe.judge.iterations.size,
+        recipe.judge.iterations.position,
         report.metrics["judge_shape_accuracy"],
         report.metrics["judge_color_accuracy"],
         report.metrics["judge_size_accuracy"],
