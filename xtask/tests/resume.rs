@@ -370,9 +370,9 @@ fn compose_outcome(out: &Path) -> (Vec<Vec<u8>>, Vec<(String, String)>) {
     )
 }
 
-/// Compose trains judges and concept models one after another from one generator: killed
-/// while training a judge and again while training a concept, it resumes each and ends where
-/// the uninterrupted run does.
+/// Compose trains judges and concept models (one after another on the one worker of this
+/// test), each from a generator seeded from the run's: killed while training a judge and again
+/// while training a concept, it resumes each and ends where the uninterrupted run does.
 #[test]
 fn compose_killed_twice_resumes_to_the_same_models() {
     let tmp = tempfile::tempdir().unwrap();
