@@ -68,6 +68,9 @@ fn quick_recipe_writes_every_experiment_and_metric() {
         "color_code_accuracy",
         "size_code_accuracy",
         "joint_code_accuracy",
+        "template_shape_accuracy",
+        "reconstruction_template_shape_accuracy",
+        "single_shape_template_shape_accuracy",
     ] {
         let v = json[key]
             .as_f64()
@@ -524,4 +527,30 @@ mod judges_and_codes {
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
         assert!(ae.standardised(&x.narrow(0, 0, 1).unwrap()).is_err());
     }
+}
+
+/// The training-free shape reader reads the generator's own scenes (any colour, size and
+/// position, also blurred) as their labels say, and refuses images of the wrong shape.
+#[test]
+fn the_template_reader_reads_fresh_scenes_right() {
+    use ebm_data::scenes::{SceneConfig, SceneGenerator, Shape};
+    use xtask::reproduce::compose::{binomial_blur, template::TemplateReader};
+    let reader = TemplateReader::new(32).unwrap();
+    let scenes = SceneGenerator::new(SceneConfig::new(32))
+        .unwrap()
+        .sample(40, &mut ebm_core::seeded_rng(9))
+        .unwrap();
+    let x = scenes.tensor(&Device::Cpu).unwrap();
+    let truth: Vec<Shape> = scenes.labels().iter().map(|l| l.objects[0].shape).collect();
+    assert_eq!(reader.read(&x).unwrap(), truth);
+    let soft = binomial_blur(&binomial_blur(&x).unwrap()).unwrap();
+    assert_eq!(reader.read(&soft).unwrap(), truth);
+    let err = reader
+        .read(&x.narrow(1, 0, 1).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("template reader") && err.contains("[40, 1, 32, 32]"),
+        "{err}"
+    );
 }

@@ -11,6 +11,7 @@
 //! right when the judged centre lies within `position_tolerance` of the request.
 
 pub mod latent;
+pub mod template;
 
 use std::path::Path;
 use std::time::Instant;
@@ -35,6 +36,7 @@ use self::latent::{
     latent_noise, AutoencoderRecipe, ChainStart, ConceptRecipe, ConceptTrainer, ConditionKind,
     LatentConcept, SceneAutoencoder,
 };
+use self::template::TemplateReader;
 use super::resume::Checkpoints;
 use super::{Mode, Options};
 use crate::report::{table, Report};
@@ -718,6 +720,8 @@ struct Outcome {
     per_criterion: Vec<(&'static str, f64)>,
     all: f64,
     samples: usize,
+    /// How often the [`TemplateReader`] reads the requested shape (requests with a shape).
+    shape_by_template: Option<f64>,
 }
 
 impl Outcome {
@@ -738,6 +742,7 @@ struct Bench<'a> {
     recipe: &'a Recipe,
     concepts: &'a ConceptSet<'a>,
     judges: &'a Judges,
+    template: &'a TemplateReader,
     autoencoder: &'a SceneAutoencoder,
     starts: &'a ChainStarts,
     out: &'a Path,
@@ -828,13 +833,28 @@ impl Bench<'_> {
         let mut records = Vec::new();
         let mut tallies: Vec<(&'static str, usize, usize)> = Vec::new();
         let mut all_ok = 0usize;
+        let (mut template_right, mut template_total) = (0usize, 0usize);
         for (expr, request) in requests {
             let energy = guided(self.concepts, expr, r.guidance)
                 .with_context(|| format!("experiment {name}"))?;
             let z0 = self.starts.draw(rng, k)?;
             let codes = make(expr)?.run(&energy, &z0, rng)?.samples;
             let samples = self.autoencoder.decode(&codes)?.detach();
-            for v in self.judges.judge(&samples)? {
+            let template_shapes = match request.shape {
+                Some(shape) => {
+                    let read = self.template.read(&samples)?;
+                    template_right += read.iter().filter(|s| **s == shape).count();
+                    template_total += read.len();
+                    read.into_iter().map(Some).collect()
+                }
+                None => vec![None; k],
+            };
+            for (v, template_shape) in self
+                .judges
+                .judge(&samples)?
+                .into_iter()
+                .zip(template_shapes)
+            {
                 let checks = request.check(&v, r.position_tolerance);
                 all_ok += checks.iter().all(|(_, ok)| *ok) as usize;
                 for (c, ok) in checks {
@@ -846,7 +866,11 @@ impl Bench<'_> {
                         None => tallies.push((c, ok as usize, 1)),
                     }
                 }
-                records.push(serde_json::json!({"expression": expr, "request": request.to_json(), "judged": v.to_json()}));
+                let mut record = serde_json::json!({"expression": expr, "request": request.to_json(), "judged": v.to_json()});
+                if let Some(shape) = template_shape {
+                    record["template_shape"] = shape.name().into();
+                }
+                records.push(record);
             }
             all_samples.push(samples);
         }
@@ -875,8 +899,15 @@ impl Bench<'_> {
                 .collect(),
             all: all_ok as f64 / n as f64,
             samples: n,
+            shape_by_template: (template_total > 0)
+                .then(|| template_right as f64 / template_total as f64),
         })
     }
+}
+
+/// The share of positions where `a` and `b` agree.
+fn share_equal<T: PartialEq>(a: &[T], b: &[T]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
 }
 
 /// The energy of the text expression `expr` with its discrete terms guided by `gamma`.
@@ -1171,6 +1202,17 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     for (name, accuracy) in judges.accuracy(&softest, check.labels(), recipe.position_tolerance)? {
         report.metric(format!("judge_{name}_accuracy_softest"), accuracy);
     }
+    // The training-free shape reader on the same scenes, crisp and softest.
+    let template = TemplateReader::new(recipe.image_size)?;
+    let shapes: Vec<Shape> = check.labels().iter().map(|l| l.objects[0].shape).collect();
+    report.metric(
+        "template_shape_accuracy",
+        share_equal(&template.read(&x)?, &shapes),
+    );
+    report.metric(
+        "template_shape_accuracy_softest",
+        share_equal(&template.read(&softest)?, &shapes),
+    );
     let judge_seconds = judge_start.elapsed().as_secs_f64();
 
     // The scene VAE, without labels, on scenes without the held-out pairs.
@@ -1204,6 +1246,11 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     {
         report.metric(format!("reconstruction_{name}_accuracy"), accuracy);
     }
+    let shapes: Vec<Shape> = check.labels().iter().map(|l| l.objects[0].shape).collect();
+    report.metric(
+        "reconstruction_template_shape_accuracy",
+        share_equal(&template.read(&reconstructed)?, &shapes),
+    );
     save_grid(
         &Tensor::cat(&[x.narrow(0, 0, 16)?, reconstructed.narrow(0, 0, 16)?], 0)?,
         &out.join("reconstructions.png"),
@@ -1336,6 +1383,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         recipe,
         concepts: &concepts,
         judges: &judges,
+        template: &template,
         autoencoder: &autoencoder,
         starts: &starts,
         out,
@@ -1768,6 +1816,9 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     // Metrics.
     for (name, _, o) in &outcomes {
         report.metric(format!("{name}_all_accuracy"), o.all);
+        if let Some(a) = o.shape_by_template {
+            report.metric(format!("{name}_template_shape_accuracy"), a);
+        }
     }
     let get = |name: &str| -> &Outcome {
         &outcomes
