@@ -544,34 +544,34 @@ impl LatentConcept {
         let ConditionKind::Classes(k) = self.kind else {
             anyhow::bail!("code_accuracy reads classes; the position concept has none");
         };
-        let (b, d) = z.dims2()?;
+        let b = z.dim(0)?;
         if labels.len() != b || b == 0 {
             anyhow::bail!("code_accuracy: {b} codes but {} labels", labels.len());
         }
-        let classes: Vec<u32> = (0..b).flat_map(|_| 0..k as u32).collect();
-        let classes = Tensor::from_vec(classes, b * k, &Device::Cpu)?;
+        let classes = Tensor::arange(0u32, k as u32, &Device::Cpu)?;
+        let lowest = self
+            .energies_against(z, &self.class_features(&classes)?)?
+            .argmin(1)?
+            .to_vec1::<u32>()?;
+        let right = lowest.iter().zip(labels).filter(|(a, b)| a == b).count();
+        Ok(right as f64 / b as f64)
+    }
+
+    /// The energies `[B, M]` of every code of `z [B, d]` under every condition of
+    /// `candidates [M, F]` (condition features), in one pass.
+    pub fn energies_against(&self, z: &Tensor, candidates: &Tensor) -> ebm_core::Result<Tensor> {
+        let (b, d) = z.dims2()?;
+        let (m, f) = candidates.dims2()?;
         let zs = z
             .unsqueeze(1)?
-            .broadcast_as((b, k, d))?
-            .reshape((b * k, d))?;
-        let e = self
-            .energy(&zs, &self.class_features(&classes)?)?
-            .reshape((b, k))?
-            .to_dtype(DType::F32)?
-            .to_vec2::<f32>()?;
-        let right = e
-            .iter()
-            .zip(labels)
-            .filter(|(row, &label)| {
-                let best = row
-                    .iter()
-                    .enumerate()
-                    .min_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(i, _)| i as u32);
-                best == Some(label)
-            })
-            .count();
-        Ok(right as f64 / b as f64)
+            .broadcast_as((b, m, d))?
+            .reshape((b * m, d))?;
+        let cs = candidates
+            .to_device(z.device())?
+            .unsqueeze(0)?
+            .broadcast_as((b, m, f))?
+            .reshape((b * m, f))?;
+        Ok(self.energy(&zs, &cs)?.reshape((b, m))?)
     }
 
     /// A detached copy for sampling.
@@ -789,7 +789,7 @@ pub fn conditional_nll(
     features: &Tensor,
     max_candidates: usize,
 ) -> anyhow::Result<Tensor> {
-    let (b, d) = z.dims2()?;
+    let b = z.dim(0)?;
     let rows = features.to_dtype(DType::F32)?.to_vec2::<f32>()?;
     if rows.len() != b {
         anyhow::bail!(
@@ -815,21 +815,14 @@ pub fn conditional_nll(
     let m = distinct.len();
     let device = z.device();
     let z = if kept.len() < b {
-        z.index_select(&Tensor::from_vec(kept.clone(), kept.len(), device)?, 0)?
+        let n = kept.len();
+        z.index_select(&Tensor::from_vec(kept, n, device)?, 0)?
     } else {
         z.clone()
     };
-    let b = kept.len();
+    let b = z.dim(0)?;
     let candidates = Tensor::from_vec(distinct.concat(), (m, f), device)?;
-    let zs = z
-        .unsqueeze(1)?
-        .broadcast_as((b, m, d))?
-        .reshape((b * m, d))?;
-    let cs = candidates
-        .unsqueeze(0)?
-        .broadcast_as((b, m, f))?
-        .reshape((b * m, f))?;
-    let logits = concept.energy(&zs, &cs)?.neg()?.reshape((b, m))?;
+    let logits = concept.energies_against(&z, &candidates)?.neg()?;
     let targets = Tensor::from_vec(targets, b, device)?;
     Ok(ebm_nn::cross_entropy(&logits, &targets)?)
 }

@@ -1177,16 +1177,17 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     let judge_start = Instant::now();
     // Two at a time, the longest (shape and size in the quick recipe) first.
     let kinds = ["shape", "size", "color", "position"];
-    let mut trained = in_parallel(kinds.len(), &mut rng, |i, job_rng| {
-        train_judge(kinds[i], recipe, &everything, job_rng, options)
-    })?
-    .into_iter();
-    let mut next = || trained.next().expect("one judge per kind");
+    let [shape, size, color, position]: [Classifier; 4] =
+        in_parallel(kinds.len(), &mut rng, |i, job_rng| {
+            train_judge(kinds[i], recipe, &everything, job_rng, options)
+        })?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("one judge per kind"))?;
     let judges = Judges {
-        shape: next(),
-        size: next(),
-        color: next(),
-        position: next(),
+        shape,
+        color,
+        size,
+        position,
     };
     let check = everything.sample(500, &mut rng)?;
     let x = scene_tensor(&check, device)?;
@@ -1272,6 +1273,10 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     let iterations = recipe.concept.iterations;
     let bar = crate::progress::bar((order.len() * iterations) as u64, options.quiet);
     let trained = train_concepts(&order, recipe, &autoencoder, &mut rng, options, &bar)?;
+    // Fresh scenes of the pairs the VAE saw (from a generator of their own) on which each
+    // class concept's own reading of codes is measured.
+    let probe = seen.sample(CODE_PROBE, &mut seeded_rng(options.seed ^ 0x00c0_de0f_ac75))?;
+    let probe_codes = autoencoder.encode_mean(&scene_tensor(&probe, device)?)?;
     let mut models = Vec::new();
     let mut train_rows = Vec::new();
     for ((concept, _), (model, history, seconds)) in order.iter().copied().zip(trained) {
@@ -1307,14 +1312,9 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         )
         .save(&out.join(format!("{name}_energies.png")))?;
         if let ConditionKind::Classes(_) = concept.kind(&recipe.concept) {
-            // Fresh scenes of the pairs the VAE saw, from a generator of their own.
-            let mut probe_rng = seeded_rng(options.seed ^ 0x00c0_de0f_ac75);
-            let probe = seen.sample(CODE_PROBE, &mut probe_rng)?;
-            let codes = autoencoder.encode_mean(&scene_tensor(&probe, device)?)?;
-            let labels = concept.labels(&probe)?;
             report.metric(
                 format!("{name}_code_accuracy"),
-                model.code_accuracy(&codes, &labels)?,
+                model.code_accuracy(&probe_codes, &concept.labels(&probe)?)?,
             );
         }
         models.push((concept, model));
