@@ -1,6 +1,7 @@
 //! Smoke runs of `cargo xtask reproduce compose` at a tiny size, and the scenes writer.
 
 use candle_core::Device;
+use xtask::reproduce::compose::latent::ConceptIterations;
 use xtask::reproduce::compose::{run_recipe, JudgeIterations, Recipe};
 use xtask::reproduce::{apply_overrides, Mode, Options};
 
@@ -28,7 +29,7 @@ fn tiny() -> Recipe {
     r.autoencoder.batch_size = 4;
     r.concept.hidden = vec![8];
     r.concept.batch_size = 4;
-    r.concept.iterations = 2;
+    r.concept.iterations = ConceptIterations::all(2);
     r.concept.langevin.steps = 2;
     r.eval_langevin.steps = 2;
     r.samples_per_condition = 2;
@@ -44,7 +45,15 @@ fn tiny() -> Recipe {
 #[test]
 fn quick_recipe_writes_every_experiment_and_metric() {
     let dir = tempfile::tempdir().unwrap();
-    let report = run_recipe(&tiny(), &options(dir.path())).unwrap();
+    let mut recipe = tiny();
+    recipe.concept.iterations = ConceptIterations {
+        shape: 3,
+        color: 1,
+        size: 2,
+        position: 2,
+        joint: 1,
+    };
+    let report = run_recipe(&recipe, &options(dir.path())).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
             .unwrap();
@@ -114,6 +123,21 @@ fn quick_recipe_writes_every_experiment_and_metric() {
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("What differs from the paper") && md.contains("0.872"));
     assert!(dir.path().join("checkpoints/size.safetensors").is_file());
+    // Each concept trains for its own number of steps: its last checkpoint is that step.
+    for (name, steps) in [
+        ("shape", 3),
+        ("color", 1),
+        ("size", 2),
+        ("position", 2),
+        ("joint", 1),
+    ] {
+        let step = |n: usize| {
+            dir.path()
+                .join(format!("checkpoints/{name}/step-{n:09}.json"))
+                .is_file()
+        };
+        assert!(step(steps) && !step(steps + 1), "{name}");
+    }
     assert!(dir.path().join("sampler_energy_traces.png").is_file());
     let diag: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("sampler_diagnostics.json")).unwrap(),
@@ -170,6 +194,11 @@ fn bad_recipes_are_clear_errors() {
     );
     let err = error_after(&|r| r.concept.conditional_candidates = 1);
     assert!(err.contains("conditional_candidates"), "{err}");
+    let err = error_after(&|r| r.autoencoder.min_posterior_std = f64::INFINITY);
+    assert!(
+        err.contains("min_posterior_std") && err.contains("inf"),
+        "{err}"
+    );
     let err = error_after(&|r| r.guidance = -1.0);
     assert!(err.contains("guidance") && err.contains("-1"), "{err}");
     error_after(&|r| r.concept.langevin.steps = 0);
@@ -526,6 +555,41 @@ mod judges_and_codes {
         let diff = (raw - via).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
         assert!(ae.standardised(&x.narrow(0, 0, 1).unwrap()).is_err());
+    }
+
+    /// A tiny VAE and a batch of random images for the loss tests.
+    fn tiny_vae(min_posterior_std: f64) -> (SceneAutoencoder, Tensor) {
+        let mut recipe = Recipe::quick().autoencoder;
+        recipe.encoder_widths = vec![4, 4];
+        recipe.encoder_features = 8;
+        recipe.decoder_width = 2;
+        recipe.latent_dim = 3;
+        recipe.min_posterior_std = min_posterior_std;
+        let ae = SceneAutoencoder::new(&recipe, 32, &Device::Cpu, &mut seeded_rng(2)).unwrap();
+        let x = uniform(
+            &mut seeded_rng(3),
+            (4, 3, 32, 32),
+            0.0,
+            1.0,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        (ae, x)
+    }
+
+    /// The posterior's standard deviation never falls below the recipe's floor, one far above
+    /// what the untrained encoder gives (so that the floor is what holds it there).
+    #[test]
+    fn the_posterior_std_keeps_its_floor() {
+        let least_std = |floor: f64| {
+            let (ae, x) = tiny_vae(floor);
+            let (_, logvar) = ae.encode(&x).unwrap();
+            let std = logvar.affine(0.5, 0.0).unwrap().exp().unwrap();
+            std.min_all().unwrap().to_scalar::<f32>().unwrap() as f64
+        };
+        assert!(least_std(0.0) < 3.0);
+        assert!(least_std(3.0) >= 3.0 * (1.0 - 1e-5));
     }
 }
 

@@ -35,6 +35,11 @@ pub struct AutoencoderRecipe {
     pub lr: f64,
     /// Weight of the KL term against the summed squared error of the pixels in [-1, 1].
     pub kl_weight: f64,
+    /// The smallest standard deviation the posterior may have in any dimension (0: no floor
+    /// beyond numerical safety). Training decodes every code of a ball this wide around each
+    /// scene's mean to that scene, so that the codes chains end at near a scene decode to it
+    /// rather than to something between scenes.
+    pub min_posterior_std: f64,
 }
 
 impl AutoencoderRecipe {
@@ -61,6 +66,12 @@ impl AutoencoderRecipe {
                 self.kl_weight
             );
         }
+        if !(self.min_posterior_std >= 0.0 && self.min_posterior_std.is_finite()) {
+            anyhow::bail!(
+                "autoencoder min_posterior_std must be a number >= 0, got {}",
+                self.min_posterior_std
+            );
+        }
         Ok(())
     }
 }
@@ -73,14 +84,50 @@ pub fn held_then_falling(lr: f64, step: usize, iterations: usize) -> f64 {
     lr * (1.0 - 0.9 * fall)
 }
 
+/// Contrastive-divergence steps of each concept energy: the concepts train side by side, one
+/// per core, so steps the easy concepts do not need can go to the hard ones at no cost in
+/// wall time.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConceptIterations {
+    /// The shape energy's steps.
+    pub shape: usize,
+    /// The colour energy's steps.
+    pub color: usize,
+    /// The size energy's steps.
+    pub size: usize,
+    /// The position energy's steps.
+    pub position: usize,
+    /// The steps of the energy of shape and colour jointly (the held-out baseline).
+    pub joint: usize,
+}
+
+impl ConceptIterations {
+    /// The same number of steps for every concept.
+    pub fn all(steps: usize) -> Self {
+        Self {
+            shape: steps,
+            color: steps,
+            size: steps,
+            position: steps,
+            joint: steps,
+        }
+    }
+
+    /// The steps of all concepts together.
+    pub fn total(&self) -> usize {
+        self.shape + self.color + self.size + self.position + self.joint
+    }
+}
+
 /// How every concept energy is built and trained.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConceptRecipe {
     /// Hidden widths of the MLP over `[z, condition features]`.
     pub hidden: Vec<usize>,
-    /// Contrastive-divergence steps per concept.
-    pub iterations: usize,
+    /// Contrastive-divergence steps of each concept.
+    pub iterations: ConceptIterations,
     /// Latent codes per step.
     pub batch_size: usize,
     /// Adam's learning rate, held for the first half of the steps and then brought down
@@ -183,6 +230,8 @@ pub struct SceneAutoencoder {
     encoder: Classifier,
     decoder: Generator,
     latent_dim: usize,
+    /// The lower bound of the posterior's log-variance.
+    min_logvar: f64,
     standardisation: Option<Standardisation>,
 }
 
@@ -238,6 +287,7 @@ impl SceneAutoencoder {
             encoder,
             decoder,
             latent_dim: recipe.latent_dim,
+            min_logvar: (2.0 * recipe.min_posterior_std.ln()).max(-10.0),
             standardisation: None,
         })
     }
@@ -253,7 +303,7 @@ impl SceneAutoencoder {
         let mu = h.narrow(1, 0, self.latent_dim)?;
         let logvar = h
             .narrow(1, self.latent_dim, self.latent_dim)?
-            .clamp(-10.0, 5.0)?;
+            .clamp(self.min_logvar, 5.0)?;
         Ok((mu, logvar))
     }
 
@@ -351,6 +401,7 @@ impl SceneAutoencoder {
             encoder: self.encoder.clone(),
             decoder: self.decoder.frozen(),
             latent_dim: self.latent_dim,
+            min_logvar: self.min_logvar,
             standardisation: self.standardisation.clone(),
         })
     }
@@ -662,8 +713,13 @@ pub struct ConceptTrainer {
 }
 
 impl ConceptTrainer {
-    /// A trainer of `concept` under `recipe`.
-    pub fn new(concept: LatentConcept, recipe: &ConceptRecipe) -> anyhow::Result<Self> {
+    /// A trainer of `concept` under `recipe`, for `iterations` steps (the learning rate's
+    /// schedule).
+    pub fn new(
+        concept: LatentConcept,
+        recipe: &ConceptRecipe,
+        iterations: usize,
+    ) -> anyhow::Result<Self> {
         let adam = Adam::new(
             concept.params().vars(),
             AdamConfig {
@@ -680,7 +736,7 @@ impl ConceptTrainer {
             conditional_candidates: recipe.conditional_candidates,
             l2_coeff: recipe.l2_coeff,
             lr: recipe.lr,
-            iterations: recipe.iterations,
+            iterations,
             history: Vec::new(),
         })
     }
