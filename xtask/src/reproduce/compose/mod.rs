@@ -108,7 +108,7 @@ pub struct Recipe {
     pub image_size: usize,
     /// The scene VAE whose latent space the concepts live in.
     pub autoencoder: AutoencoderRecipe,
-    /// Every concept energy (`--iterations` sets `concept.iterations`).
+    /// Every concept energy (`--iterations N` gives every concept `N` steps).
     pub concept: ConceptRecipe,
     /// A position sample is right within this distance (unit-square coordinates) of the request.
     pub position_tolerance: f64,
