@@ -527,21 +527,7 @@ mod judges_and_codes {
     /// they were fitted on, and decode to the same images as the raw codes.
     #[test]
     fn standardised_codes_are_centred_unit_and_decode_the_same() {
-        let mut recipe = Recipe::quick().autoencoder;
-        recipe.encoder_widths = vec![4, 4];
-        recipe.encoder_features = 8;
-        recipe.decoder_width = 2;
-        recipe.latent_dim = 3;
-        let ae = SceneAutoencoder::new(&recipe, 32, &Device::Cpu, &mut seeded_rng(2)).unwrap();
-        let x = uniform(
-            &mut seeded_rng(3),
-            (40, 3, 32, 32),
-            0.0,
-            1.0,
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let (ae, x) = tiny_vae(0.2, 40);
         let st = ae.standardised(&x).unwrap();
         let u = st.encode_mean(&x).unwrap();
         let mean = u.mean(0).unwrap().to_vec1::<f32>().unwrap();
@@ -557,8 +543,8 @@ mod judges_and_codes {
         assert!(ae.standardised(&x.narrow(0, 0, 1).unwrap()).is_err());
     }
 
-    /// A tiny VAE and a batch of random images for the loss tests.
-    fn tiny_vae(min_posterior_std: f64) -> (SceneAutoencoder, Tensor) {
+    /// A tiny VAE with the posterior floor `min_posterior_std`, and `n` random images.
+    fn tiny_vae(min_posterior_std: f64, n: usize) -> (SceneAutoencoder, Tensor) {
         let mut recipe = Recipe::quick().autoencoder;
         recipe.encoder_widths = vec![4, 4];
         recipe.encoder_features = 8;
@@ -568,7 +554,7 @@ mod judges_and_codes {
         let ae = SceneAutoencoder::new(&recipe, 32, &Device::Cpu, &mut seeded_rng(2)).unwrap();
         let x = uniform(
             &mut seeded_rng(3),
-            (4, 3, 32, 32),
+            (n, 3, 32, 32),
             0.0,
             1.0,
             DType::F32,
@@ -583,7 +569,7 @@ mod judges_and_codes {
     #[test]
     fn the_posterior_std_keeps_its_floor() {
         let least_std = |floor: f64| {
-            let (ae, x) = tiny_vae(floor);
+            let (ae, x) = tiny_vae(floor, 4);
             let (_, logvar) = ae.encode(&x).unwrap();
             let std = logvar.affine(0.5, 0.0).unwrap().exp().unwrap();
             std.min_all().unwrap().to_scalar::<f32>().unwrap() as f64
