@@ -39,6 +39,8 @@ fn tiny() -> Recipe {
     r.judge.batch_size = 8;
     r.judge.widths = vec![4, 4];
     r.judge.feature_dim = 4;
+    // Off in the quick recipe; on here so that the smoke runs train through it.
+    r.judge.varied_shape_renders = true;
     r
 }
 
@@ -475,7 +477,7 @@ mod judges_and_codes {
     use candle_core::{DType, Device, Tensor};
     use ebm_core::{noise::uniform, seeded_rng};
     use xtask::reproduce::compose::latent::SceneAutoencoder;
-    use xtask::reproduce::compose::{binomial_blur, soften, Recipe};
+    use xtask::reproduce::compose::{binomial_blur, round_corners, soften, tint, Recipe};
 
     /// A single bright pixel spreads into the kernel `[1, 2, 1]^T [1, 2, 1] / 16` itself.
     #[test]
@@ -521,6 +523,98 @@ mod judges_and_codes {
         assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
         let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
         assert!((mean(&values) - mean(&flat(&x))).abs() < 0.05);
+    }
+
+    /// `n` copies of a crisp magenta 8x8 square in the middle of a black 16x16 scene.
+    fn magenta_squares(n: usize) -> Tensor {
+        let mut v = vec![0f32; n * 3 * 16 * 16];
+        for i in 0..n {
+            for c in [0, 2] {
+                for y in 4..12 {
+                    for x in 4..12 {
+                        v[((i * 3 + c) * 16 + y) * 16 + x] = 1.0;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(v, (n, 3, 16, 16), &Device::Cpu).unwrap()
+    }
+
+    /// Rounding leaves a crisp square as it is (not chosen, or no blur) or darkens its corners, never the
+    /// middle of the square or of its edges, never the hue (green stays 0), nor the far
+    /// background; both happen among 32 scenes; the same seed gives the same scenes.
+    #[test]
+    fn rounded_corners_keep_edges_and_hue() {
+        let x = magenta_squares(32);
+        let y = round_corners(&x, &mut seeded_rng(1)).unwrap();
+        let again = round_corners(&x, &mut seeded_rng(1)).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&y), flat(&again));
+        let v = flat(&y);
+        let at =
+            |i: usize, c: usize, row: usize, col: usize| v[((i * 3 + c) * 16 + row) * 16 + col];
+        let (mut unchanged, mut rounded) = (0, 0);
+        for i in 0..32 {
+            assert!((at(i, 0, 8, 8) - 1.0).abs() < 1e-6, "middle of scene {i}");
+            assert!(at(i, 0, 4, 8) > 0.9, "middle of the top edge of scene {i}");
+            assert_eq!(at(i, 0, 0, 0), 0.0, "background of scene {i}");
+            for row in 0..16 {
+                for col in 0..16 {
+                    assert_eq!(
+                        at(i, 1, row, col),
+                        0.0,
+                        "green at ({row}, {col}) of scene {i}"
+                    );
+                    assert!((at(i, 0, row, col) - at(i, 2, row, col)).abs() < 1e-6);
+                }
+            }
+            let corner = at(i, 0, 4, 4);
+            if corner == 1.0 {
+                unchanged += 1;
+            } else {
+                assert!(corner < 0.9, "corner {corner} of scene {i}");
+                rounded += 1;
+            }
+        }
+        assert!(
+            unchanged > 0 && rounded > 0,
+            "{unchanged} unchanged, {rounded} rounded"
+        );
+    }
+
+    /// Tinting leaves some scenes exactly as they were and multiplies the others by gains
+    /// within [0.4, 1.2] that vary smoothly from pixel to pixel (along rows).
+    #[test]
+    fn tint_multiplies_some_scenes_by_a_smooth_field() {
+        let x = (Tensor::ones((16, 3, 16, 16), DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap();
+        let y = tint(&x, &mut seeded_rng(2)).unwrap();
+        let again = tint(&x, &mut seeded_rng(2)).unwrap();
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&y), flat(&again));
+        let gains: Vec<Vec<f32>> = (0..16)
+            .map(|i| flat(&(y.get(i).unwrap() / 0.5).unwrap()))
+            .collect();
+        let mut tinted = 0;
+        for scene in &gains {
+            if scene.iter().all(|v| (v - 1.0).abs() < 1e-6) {
+                continue;
+            }
+            tinted += 1;
+            assert!(scene.iter().all(|v| (0.4 - 1e-5..=1.2 + 1e-5).contains(v)));
+            for c in 0..3 {
+                for row in 0..16 {
+                    for col in 1..16 {
+                        let i = (c * 16 + row) * 16 + col;
+                        // Six blurs spread a jump between grid cells (at most 0.8) over
+                        // several pixels: at most 0.8 C(12, 6) / 2^12 = 0.18 per pixel away
+                        // from the borders; the enlarged grid alone would jump by 0.8.
+                        let step = (scene[i] - scene[i - 1]).abs();
+                        assert!(step < 0.25, "step {step} at ({row}, {col})");
+                    }
+                }
+            }
+        }
+        assert!((2..=14).contains(&tinted), "{tinted} of 16 tinted");
     }
 
     /// Standardised codes have mean 0 and standard deviation 1 per dimension over the images
