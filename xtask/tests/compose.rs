@@ -540,9 +540,10 @@ mod judges_and_codes {
         Tensor::from_vec(v, (n, 3, 16, 16), &Device::Cpu).unwrap()
     }
 
-    /// Rounding leaves a crisp square as it is (not chosen, or no blur) or darkens its corners, never the
-    /// middle of the square or of its edges, never the hue (green stays 0), nor the far
-    /// background; both happen among 32 scenes; the same seed gives the same scenes.
+    /// Rounding leaves a crisp square as it is (not chosen, or no blur) or darkens its
+    /// corners, never the middle of the square or of its edges, never the hue (green stays
+    /// 0), nor the far background; both happen among 32 scenes; the same seed gives the same
+    /// scenes.
     #[test]
     fn rounded_corners_keep_edges_and_hue() {
         let x = magenta_squares(32);
