@@ -584,8 +584,7 @@ pub fn soften(x: &Tensor, rng: &mut Rng) -> anyhow::Result<Tensor> {
         if l > 0 {
             level = binomial_blur(&level)?;
         }
-        let mask: Vec<f32> = levels.iter().map(|&k| (k == l) as u8 as f32).collect();
-        let mask = Tensor::from_vec(mask, (b, 1, 1, 1), x.device())?;
+        let mask = scene_mask(levels.iter().map(|&k| k == l), x.device())?;
         out = (out + level.broadcast_mul(&mask)?)?;
     }
     let sigmas = Tensor::from_vec(sigmas, (b, 1, 1, 1), x.device())?;
@@ -610,8 +609,7 @@ pub fn round_corners(x: &Tensor, rng: &mut Rng) -> anyhow::Result<Tensor> {
             rounded.then_some(level)
         })
         .collect();
-    let unchanged: Vec<f32> = levels.iter().map(|l| l.is_none() as u8 as f32).collect();
-    let unchanged = Tensor::from_vec(unchanged, (b, 1, 1, 1), x.device())?;
+    let unchanged = scene_mask(levels.iter().map(|l| l.is_none()), x.device())?;
     let mut mask = x.max_keepdim(1)?;
     let mut scene = x.clone();
     let mut out = x.broadcast_mul(&unchanged)?;
@@ -623,11 +621,7 @@ pub fn round_corners(x: &Tensor, rng: &mut Rng) -> anyhow::Result<Tensor> {
         let cut = mask.affine(3.0, -1.0)?.clamp(0.0, 1.0)?;
         let scale = (cut / mask.clamp(1e-3, 1.0)?)?;
         let rounded = scene.broadcast_mul(&scale)?.clamp(0.0, 1.0)?;
-        let chosen: Vec<f32> = levels
-            .iter()
-            .map(|&k| (k == Some(l)) as u8 as f32)
-            .collect();
-        let chosen = Tensor::from_vec(chosen, (b, 1, 1, 1), x.device())?;
+        let chosen = scene_mask(levels.iter().map(|&k| k == Some(l)), x.device())?;
         out = (out + rounded.broadcast_mul(&chosen)?)?;
     }
     Ok(out)
@@ -640,9 +634,7 @@ pub fn round_corners(x: &Tensor, rng: &mut Rng) -> anyhow::Result<Tensor> {
 pub fn tint(x: &Tensor, rng: &mut Rng) -> anyhow::Result<Tensor> {
     use rand::Rng as _;
     let (b, c, h, w) = x.dims4()?;
-    let chosen: Vec<f32> = (0..b)
-        .map(|_| (rng.random::<f32>() < 0.5) as u8 as f32)
-        .collect();
+    let chosen: Vec<bool> = (0..b).map(|_| rng.random::<f32>() < 0.5).collect();
     let gains: Vec<f32> = (0..b * c * 16)
         .map(|_| 0.4 + 0.8 * rng.random::<f32>())
         .collect();
@@ -653,12 +645,19 @@ pub fn tint(x: &Tensor, rng: &mut Rng) -> anyhow::Result<Tensor> {
         border = binomial_blur(&border)?;
     }
     let field = field.broadcast_div(&border)?;
-    let chosen = Tensor::from_vec(chosen, (b, 1, 1, 1), x.device())?;
+    let chosen = scene_mask(chosen, x.device())?;
     // The field where chosen, 1 elsewhere.
     let gain = field
         .broadcast_mul(&chosen)?
         .broadcast_add(&chosen.affine(-1.0, 1.0)?)?;
     Ok((x * gain)?.clamp(0.0, 1.0)?)
+}
+
+/// One weight per scene `[B, 1, 1, 1]`: 1 where `flags` holds, 0 elsewhere.
+fn scene_mask(flags: impl IntoIterator<Item = bool>, device: &Device) -> anyhow::Result<Tensor> {
+    let weights: Vec<f32> = flags.into_iter().map(|f| f as u8 as f32).collect();
+    let b = weights.len();
+    Ok(Tensor::from_vec(weights, (b, 1, 1, 1), device)?)
 }
 
 /// How many times [`tint`] blurs its colour field.
@@ -1989,17 +1988,17 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         options.seed
     ));
     report.section(format!(
-        "## Judges\n\nClassifiers (shape, colour, size) and a position regressor trained on the scene generator ({} / {} / {} / {} steps for shape / colour / size / position, two at a time, on {}: {judge_seconds:.0} s), checked on 500 fresh scenes: \
+        "## Judges\n\nClassifiers (shape, colour, size) and a position regressor trained on the scene generator ({} / {} / {} / {} steps for shape / colour / size / position, two at a time, on {} renders{}: {judge_seconds:.0} s), checked on 500 fresh scenes: \
          shape {:.3}, colour {:.3}, size {:.3}, position within {} {:.3}; and on the same scenes blurred {} times: shape {:.3}, colour {:.3}, size {:.3}, position {:.3}. Every accuracy below is theirs.",
         recipe.judge.iterations.shape,
         recipe.judge.iterations.color,
         recipe.judge.iterations.size,
         recipe.judge.iterations.position,
-        match (recipe.judge.soft_renders, recipe.judge.varied_shape_renders) {
-            (true, false) => "soft renders",
-            (true, true) => "soft renders, the shape judge on rounded and unevenly coloured ones too",
-            (false, false) => "crisp renders",
-            (false, true) => "crisp renders, the shape judge on rounded and unevenly coloured ones too",
+        if recipe.judge.soft_renders { "soft" } else { "crisp" },
+        if recipe.judge.varied_shape_renders {
+            ", the shape judge on rounded and unevenly coloured ones too"
+        } else {
+            ""
         },
         report.metrics["judge_shape_accuracy"],
         report.metrics["judge_color_accuracy"],
