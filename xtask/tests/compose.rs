@@ -29,6 +29,7 @@ fn tiny() -> Recipe {
     r.autoencoder.batch_size = 4;
     r.concept.hidden = vec![8];
     r.concept.batch_size = 4;
+    r.concept.code_pool = 64;
     r.concept.iterations = ConceptIterations::all(2);
     r.concept.langevin.steps = 2;
     r.eval_langevin.steps = 2;
@@ -196,6 +197,11 @@ fn bad_recipes_are_clear_errors() {
     );
     let err = error_after(&|r| r.concept.conditional_candidates = 1);
     assert!(err.contains("conditional_candidates"), "{err}");
+    let err = error_after(&|r| r.concept.code_pool = 3);
+    assert!(
+        err.contains("code_pool") && err.contains("4 codes") && err.contains('3'),
+        "{err}"
+    );
     let err = error_after(&|r| r.autoencoder.min_posterior_std = f64::INFINITY);
     assert!(
         err.contains("min_posterior_std") && err.contains("inf"),
@@ -442,6 +448,65 @@ mod latent_space {
                 "{e} vs {sq}"
             );
         }
+    }
+
+    /// A frozen concept's energies and code gradients come from the MLP's fused CPU pass, the
+    /// trainable one's from autograd: both agree, for class and position conditions, through
+    /// the methods the compose crate and the training chains call.
+    #[test]
+    fn the_frozen_concept_gradient_matches_autograd() {
+        let z =
+            ebm_core::noise::normal(&mut seeded_rng(9), (5, 3), DType::F32, &Device::Cpu).unwrap();
+        let close = |a: &Tensor, b: &Tensor| {
+            let (a, b) = (
+                a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-4 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+            }
+        };
+        let classes = concept(ConditionKind::Classes(4));
+        let labels = Tensor::new(&[0u32, 3, 1, 1, 2], &Device::Cpu).unwrap();
+        let features = classes.class_features(&labels).unwrap();
+        let (e, g) =
+            ebm_core::autograd_energy_and_grad(|z| classes.energy(z, &features), &z).unwrap();
+        let frozen = classes.frozen().unwrap();
+        let (fe, fg) = frozen.energy_and_grad_given(&z, &labels).unwrap();
+        close(&fe, &e);
+        close(&fg, &g);
+        // The gradient is not the prior's alone: the MLP's part is in it.
+        let prior = (z.clone() * 0.7).unwrap();
+        let apart = (fg - prior).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(apart.to_scalar::<f32>().unwrap() > 1e-3);
+
+        let position = concept(ConditionKind::Position { frequencies: 2 });
+        let p = ebm_core::noise::uniform(
+            &mut seeded_rng(10),
+            (5, 2),
+            0.0,
+            1.0,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let features = position.position_features(&p).unwrap();
+        let (e, g) =
+            ebm_core::autograd_energy_and_grad(|z| position.energy(z, &features), &z).unwrap();
+        let (fe, fg) = position
+            .frozen()
+            .unwrap()
+            .energy_and_grad_given_vector(&z, &p)
+            .unwrap();
+        close(&fe, &e);
+        close(&fg, &g);
+        let wrong = Tensor::zeros((5, 4), DType::F32, &Device::Cpu).unwrap();
+        let err = frozen
+            .energy_and_grad_given(&wrong, &labels)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("latent codes"), "{err}");
     }
 
     #[test]

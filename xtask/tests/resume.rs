@@ -320,6 +320,7 @@ fn compose_command(out: &Path, resume: bool) -> Command {
         "autoencoder.batch_size=4",
         "concept.hidden=[8]",
         "concept.batch_size=4",
+        "concept.code_pool=64",
         "concept.langevin.steps=2",
         "eval_langevin.steps=2",
         "samples_per_condition=2",

@@ -21,8 +21,8 @@ use candle_core::{DType, Device, Tensor};
 use ebm_compose::ConceptSet;
 use ebm_core::{seeded_rng, Rng};
 use ebm_data::scenes::{
-    Attribute, Color, Combination, SceneBatch, SceneConfig, SceneGenerator, SceneLabels, Shape,
-    Size,
+    Attribute, Color, Combination, ObjectSpec, SceneBatch, SceneConfig, SceneGenerator,
+    SceneLabels, Shape, Size,
 };
 use ebm_mcmc::{Hmc, HmcConfig, Langevin, LangevinConfig, Mala, MalaConfig, Sampler};
 use ebm_nn::{checkpoint, Classifier, ClassifierConfig, Trainable};
@@ -237,6 +237,9 @@ impl Recipe {
                 position_frequencies: 3,
                 conditional_weight: 1.0,
                 conditional_candidates: 32,
+                // 32,768 scenes: the shape energy's 3,000 steps of 64 draw each of its
+                // share (about 27,000) 7 times on average.
+                code_pool: 32_768,
                 standardise_codes: true,
                 chain_start: ChainStart::SceneCodes,
                 langevin: langevin.clone(),
@@ -444,30 +447,125 @@ impl Concept {
         }
     }
 
-    /// The class of each scene in `batch` (an error for position, which has none).
-    fn labels(self, batch: &SceneBatch) -> anyhow::Result<Vec<u32>> {
-        Ok(match self {
-            Concept::Shape => batch.class_indices(0, Attribute::Shape)?,
-            Concept::Color => batch.class_indices(0, Attribute::Color)?,
-            Concept::Size => batch.class_indices(0, Attribute::Size)?,
-            Concept::Position => anyhow::bail!("the position concept has no classes"),
-            Concept::Joint => batch
-                .labels()
+    /// The class of the (first) object of each scene (an error for position, which has none).
+    fn labels(self, scenes: &[SceneLabels]) -> anyhow::Result<Vec<u32>> {
+        let class = |attribute| -> anyhow::Result<Vec<u32>> {
+            scenes
                 .iter()
-                .map(|l| joint_class(l.objects[0].shape, l.objects[0].color))
+                .map(|l| Ok(first_object(l)?.combination().class(attribute) as u32))
+                .collect()
+        };
+        match self {
+            Concept::Shape => class(Attribute::Shape),
+            Concept::Color => class(Attribute::Color),
+            Concept::Size => class(Attribute::Size),
+            Concept::Position => anyhow::bail!("the position concept has no classes"),
+            Concept::Joint => scenes
+                .iter()
+                .map(|l| {
+                    let o = first_object(l)?;
+                    Ok(joint_class(o.shape, o.color))
+                })
+                .collect(),
+        }
+    }
+
+    /// The condition features of each scene for `model`.
+    fn features(self, model: &LatentConcept, scenes: &[SceneLabels]) -> anyhow::Result<Tensor> {
+        if self == Concept::Position {
+            let mut p = Vec::with_capacity(2 * scenes.len());
+            for l in scenes {
+                let o = first_object(l)?;
+                p.extend([o.x, o.y]);
+            }
+            let p = Tensor::from_vec(p, (scenes.len(), 2), &Device::Cpu)?;
+            return Ok(model.position_features(&p)?);
+        }
+        let labels = Tensor::from_vec(self.labels(scenes)?, scenes.len(), &Device::Cpu)?;
+        Ok(model.class_features(&labels)?)
+    }
+}
+
+/// The first object of a scene's labels, or an error for a scene without objects.
+fn first_object(labels: &SceneLabels) -> anyhow::Result<&ObjectSpec> {
+    labels
+        .objects
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("a scene without objects has no attributes to learn"))
+}
+
+/// The latent codes of scenes drawn and encoded once, with the scenes' labels: what the
+/// concepts draw their batches from ([`ConceptRecipe::code_pool`]).
+struct CodePool {
+    /// Codes `[N, d]`, standardised as the VAE's codes are.
+    codes: Tensor,
+    labels: Vec<SceneLabels>,
+}
+
+impl CodePool {
+    /// `n` scenes from `generator`, encoded by `autoencoder` a chunk at a time.
+    fn encode(
+        generator: &SceneGenerator,
+        n: usize,
+        autoencoder: &SceneAutoencoder,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> anyhow::Result<Self> {
+        const CHUNK: usize = 1024;
+        let mut codes = Vec::with_capacity(n.div_ceil(CHUNK));
+        let mut labels = Vec::with_capacity(n);
+        for start in (0..n).step_by(CHUNK) {
+            let batch = generator.sample(CHUNK.min(n - start), rng)?;
+            codes.push(autoencoder.encode_mean(&scene_tensor(&batch, device)?)?);
+            labels.extend_from_slice(batch.labels());
+        }
+        Ok(Self {
+            codes: Tensor::cat(&codes, 0)?,
+            labels,
+        })
+    }
+
+    /// The pooled scenes whose objects' combinations `generator` draws from: a pool for
+    /// its training distribution (uniform over its combinations, as the whole pool is over
+    /// its own).
+    fn restricted_to(&self, generator: &SceneGenerator, name: &str) -> anyhow::Result<Self> {
+        let allowed = &generator.config().combinations;
+        let mut keep = Vec::new();
+        for (i, l) in self.labels.iter().enumerate() {
+            if l.objects.iter().all(|o| allowed.contains(&o.combination())) {
+                keep.push(i as u32);
+            }
+        }
+        if keep.is_empty() {
+            anyhow::bail!(
+                "none of the {} pooled scenes is one the {name} concept trains on",
+                self.labels.len()
+            );
+        }
+        Ok(Self {
+            codes: self
+                .codes
+                .index_select(&Tensor::new(keep.as_slice(), self.codes.device())?, 0)?,
+            labels: keep
+                .iter()
+                .map(|&i| self.labels[i as usize].clone())
                 .collect(),
         })
     }
 
-    /// The condition features of each scene in `batch` for `model`.
-    fn features(self, model: &LatentConcept, batch: &SceneBatch) -> anyhow::Result<Tensor> {
-        if self == Concept::Position {
-            let p: Vec<f32> = batch.positions(0)?.into_iter().flatten().collect();
-            let p = Tensor::from_vec(p, (batch.len(), 2), &Device::Cpu)?;
-            return Ok(model.position_features(&p)?);
-        }
-        let labels = Tensor::from_vec(self.labels(batch)?, batch.len(), &Device::Cpu)?;
-        Ok(model.class_features(&labels)?)
+    /// `n` codes `[n, d]` and their scenes' labels, drawn uniformly with replacement.
+    fn batch(&self, n: usize, rng: &mut Rng) -> anyhow::Result<(Tensor, Vec<SceneLabels>)> {
+        let picks: Vec<u32> = (0..n)
+            .map(|_| rng.random_range(0..self.labels.len()) as u32)
+            .collect();
+        let codes = self
+            .codes
+            .index_select(&Tensor::new(picks.as_slice(), self.codes.device())?, 0)?;
+        let labels = picks
+            .iter()
+            .map(|&i| self.labels[i as usize].clone())
+            .collect();
+        Ok((codes, labels))
     }
 }
 
@@ -1094,12 +1192,12 @@ fn train_autoencoder(
     Ok((model.frozen()?, last.0, last.1))
 }
 
-/// Trains one concept energy on the latent codes of scenes from `generator`.
+/// Trains one concept energy on latent codes drawn from `pool`.
 fn train_concept(
     concept: Concept,
     recipe: &Recipe,
     autoencoder: &SceneAutoencoder,
-    generator: &SceneGenerator,
+    pool: &CodePool,
     rng: &mut Rng,
     options: &Options,
     bar: &indicatif::ProgressBar,
@@ -1124,9 +1222,8 @@ fn train_concept(
     }
     let start = Instant::now();
     for step in done + 1..=iterations {
-        let batch = generator.sample(cr.batch_size, rng)?;
-        let codes = autoencoder.encode_mean(&scene_tensor(&batch, device)?)?;
-        let features = concept.features(&model, &batch)?.to_device(device)?;
+        let (codes, labels) = pool.batch(cr.batch_size, rng)?;
+        let features = concept.features(&model, &labels)?.to_device(device)?;
         let log = trainer.step(&codes, &features, rng)?;
         bar.set_message(format!(
             "{} step {} loss {:.3} E+ {:.3} E- {:.3}",
@@ -1154,10 +1251,12 @@ fn train_concept(
 }
 
 /// Trains the concepts of `jobs` side by side ([`in_parallel`]), each with a generator of its
-/// own. Small MLPs gain nothing from a second thread: 1,000 steps took 38-40 s on one thread
-/// against 52 s on two (measured), so two at once about halve the phase on two cores.
+/// own. Small MLPs gain nothing from a second thread (1,000 steps took 38-40 s on one thread
+/// against 52 s on two, measured when every step still encoded fresh scenes and the chains
+/// went through autograd), so two at once about halve the phase on two cores. With pooled
+/// codes and the fused pass, the shape energy's 3,000 steps took 44 s beside the others.
 fn train_concepts(
-    jobs: &[(Concept, &SceneGenerator)],
+    jobs: &[(Concept, &CodePool)],
     recipe: &Recipe,
     autoencoder: &SceneAutoencoder,
     rng: &mut Rng,
@@ -1165,16 +1264,8 @@ fn train_concepts(
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<Vec<(LatentConcept, Vec<StepLog>, f64)>> {
     in_parallel(jobs.len(), rng, |i, job_rng| {
-        let (concept, generator) = jobs[i];
-        train_concept(
-            concept,
-            recipe,
-            autoencoder,
-            generator,
-            job_rng,
-            options,
-            bar,
-        )
+        let (concept, pool) = jobs[i];
+        train_concept(concept, recipe, autoencoder, pool, job_rng, options, bar)
     })
 }
 
@@ -1386,14 +1477,26 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         },
     )?;
 
-    // The concept models, each trained on its own; size last, on some shapes only.
-    // Longest first, so that two cores finish about together.
+    // The concept models, each trained on its own; size last, on some shapes only. Each draws
+    // its codes from the share of one pool of scenes its training distribution could have
+    // drawn. Longest first, so that two cores finish about together.
+    let pool_start = Instant::now();
+    let pool = CodePool::encode(
+        &everything,
+        recipe.concept.code_pool,
+        &autoencoder,
+        &mut seeded_rng(rng.random()),
+        device,
+    )?;
+    let seen_pool = pool.restricted_to(&seen, "shape, colour and joint")?;
+    let later_pool = pool.restricted_to(&later, "size")?;
+    report.metric("code_pool_seconds", pool_start.elapsed().as_secs_f64());
     let order = [
-        (Concept::Shape, &seen),
-        (Concept::Position, &everything),
-        (Concept::Joint, &seen),
-        (Concept::Color, &seen),
-        (Concept::Size, &later),
+        (Concept::Shape, &seen_pool),
+        (Concept::Position, &pool),
+        (Concept::Joint, &seen_pool),
+        (Concept::Color, &seen_pool),
+        (Concept::Size, &later_pool),
     ];
     let bar = crate::progress::bar(recipe.concept.iterations.total() as u64, options.quiet);
     let trained = train_concepts(&order, recipe, &autoencoder, &mut rng, options, &bar)?;
@@ -1438,7 +1541,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         if let ConditionKind::Classes(_) = concept.kind(&recipe.concept) {
             report.metric(
                 format!("{name}_code_accuracy"),
-                model.code_accuracy(&probe_codes, &concept.labels(&probe)?)?,
+                model.code_accuracy(&probe_codes, &concept.labels(probe.labels())?)?,
             );
         }
         models.push((concept, model));
@@ -2030,7 +2133,7 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     let cr = &recipe.concept;
     report.section(format!(
         "## Concept models\n\nEnergies `E(z | c) = MLP([z, phi(c)]) + {} |z|^2 / 2` over the latent code (hidden widths {:?}; `phi` one-hot classes, or `(x, y)` with sines and cosines of {} frequencies), trained independently by short-run contrastive divergence \
-         (shape / colour / size / position / joint {} / {} / {} / {} / {} steps of batch {}; negatives by {} Langevin steps from {}, step {}, noise {}; energy regulariser {}; weight of the conditional term -log p(c | z) {}; codes {}). \
+         (shape / colour / size / position / joint {} / {} / {} / {} / {} steps of batch {}; negatives by {} Langevin steps from {}, step {}, noise {}; energy regulariser {}; weight of the conditional term -log p(c | z) {}; codes {}, drawn with replacement from {} scenes encoded once in {:.0} s, each concept from those its training distribution could have drawn). \
          Shape, colour and joint never see the held-out pairs {}; size is trained last, on {} only. Means over the last 10% of steps:\n\n{}",
         cr.prior_weight,
         cr.hidden,
@@ -2052,6 +2155,8 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
         } else {
             "as the encoder gives them"
         },
+        cr.code_pool,
+        report.metrics["code_pool_seconds"],
         recipe.heldout_pairs.iter().map(|(s, c)| format!("{c} {s}")).collect::<Vec<_>>().join(", "),
         recipe.continual_shapes.join(" and "),
         table(&["concept", "condition", "loss", "E+", "E-", "train s"], &train_rows)
