@@ -40,8 +40,6 @@ fn tiny() -> Recipe {
     r.judge.batch_size = 8;
     r.judge.widths = vec![4, 4];
     r.judge.feature_dim = 4;
-    // Off in the quick recipe; on here so that the smoke runs train through it.
-    r.judge.varied_shape_renders = true;
     r
 }
 

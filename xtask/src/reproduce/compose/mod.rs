@@ -73,8 +73,10 @@ pub struct JudgeRecipe {
     /// the run's seed, it read the samples at 0.641 against 0.609 for the judge of soft
     /// renders, and the VAE's reconstructions at 0.774 against 0.798 (the template reader
     /// 0.962; most misread squares read as circles): how a judge reads decoded images
-    /// depends on its seed as much as on these renders, so the quick recipe keeps the
-    /// judges it had (off).
+    /// depends on its seed as much as on these renders. With a VAE trained longer, which draws
+    /// small shapes as asked, the judge of these renders read that VAE's reconstructions
+    /// better too (0.996 against 0.988) and the samples at 0.930 against 0.844; the quick
+    /// recipe turns it on.
     pub varied_shape_renders: bool,
 }
 
@@ -282,8 +284,11 @@ impl Recipe {
                 batch_size: 64,
                 lr: 1e-3,
                 soft_renders: true,
-                // See the field: no clear gain over the judges' seed-to-seed spread.
-                varied_shape_renders: false,
+                // See the field. On the models of one run with the 10,000-step VAE (the same
+                // samples, only the judges trained again): the VAE's reconstructions of scenes
+                // of known shape read at 0.996 against 0.988, the single-shape samples at 0.930
+                // against 0.844 (measured).
+                varied_shape_renders: true,
             },
             samplers: SamplerComparison::default(),
         }
