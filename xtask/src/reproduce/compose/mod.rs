@@ -268,7 +268,7 @@ impl Recipe {
             guidance: 0.0,
             // 32 per request, 128 single-shape samples: on one run's models 16 per request read
             // shape at 0.891 and 32 at 0.844 (binomial spread about 0.04 at 64 samples, 0.03
-            // at 128); the experiments take about 30 s (measured).
+            // at 128); the experiments then take about 20 s (measured).
             samples_per_condition: 32,
             conditions: 16,
             infer_images: 100,
