@@ -2254,3 +2254,76 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     report.write(out, "Compositional generation reproduction")?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pool of scene codes the concepts train on.
+
+    use super::*;
+
+    /// A share of the pool holds every pooled scene its generator could have drawn and no
+    /// other; a batch pairs each code with its own scene's labels, checked by rendering the
+    /// labels again and encoding the image.
+    #[test]
+    fn a_pool_share_keeps_its_generators_scenes_with_their_codes() {
+        let device = Device::Cpu;
+        let mut rng = seeded_rng(3);
+        let mut recipe = Recipe::quick().autoencoder;
+        recipe.encoder_widths = vec![4, 4];
+        recipe.encoder_features = 8;
+        recipe.decoder_width = 2;
+        let ae = SceneAutoencoder::new(&recipe, 32, &device, &mut rng).unwrap();
+        let everything = SceneGenerator::new(SceneConfig::new(32)).unwrap();
+        let later = SceneGenerator::new(
+            SceneConfig::new(32)
+                .without_pairs(&[(Shape::Square, Color::Red)])
+                .filtered(|c| matches!(c.shape, Shape::Square | Shape::Circle)),
+        )
+        .unwrap();
+        // More than one chunk of 1,024.
+        let pool = CodePool::encode(&everything, 1100, &ae, &mut rng, &device).unwrap();
+        assert_eq!(pool.codes.dims(), &[1100, recipe.latent_dim]);
+        let share = pool.restricted_to(&later, "size").unwrap();
+        let allowed = |o: &ObjectSpec| {
+            matches!(o.shape, Shape::Square | Shape::Circle)
+                && !(o.shape == Shape::Square && o.color == Color::Red)
+        };
+        let expected = pool
+            .labels
+            .iter()
+            .filter(|l| allowed(&l.objects[0]))
+            .count();
+        assert!(expected > 300 && expected < 600, "{expected} of 1100");
+        assert_eq!(share.labels.len(), expected);
+        assert!(share.labels.iter().all(|l| allowed(&l.objects[0])));
+
+        let (codes, labels) = share.batch(20, &mut rng).unwrap();
+        assert_eq!(codes.dims(), &[20, recipe.latent_dim]);
+        let codes = codes.to_vec2::<f32>().unwrap();
+        for (code, l) in codes.iter().zip(&labels) {
+            assert!(allowed(&l.objects[0]));
+            let image: Vec<f32> = everything
+                .render(&l.objects)
+                .unwrap()
+                .iter()
+                .map(|&b| b as f32 / 255.0)
+                .collect();
+            let x = Tensor::from_vec(image, (1, 3, 32, 32), &device).unwrap();
+            let again = ae.encode_mean(&x).unwrap().to_vec2::<f32>().unwrap();
+            for (a, b) in code.iter().zip(&again[0]) {
+                assert!((a - b).abs() < 1e-4, "{code:?} vs {:?}", again[0]);
+            }
+        }
+
+        // A generator whose scenes are not in the pool: an error naming the concept.
+        let triangles =
+            SceneGenerator::new(SceneConfig::new(32).filtered(|c| c.shape == Shape::Triangle))
+                .unwrap();
+        let err = share
+            .restricted_to(&triangles, "triangle")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("triangle concept"), "{err}");
+    }
+}
