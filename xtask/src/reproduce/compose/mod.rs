@@ -555,15 +555,7 @@ impl CodePool {
                 self.labels.len()
             );
         }
-        Ok(Self {
-            codes: self
-                .codes
-                .index_select(&Tensor::new(keep.as_slice(), self.codes.device())?, 0)?,
-            labels: keep
-                .iter()
-                .map(|&i| self.labels[i as usize].clone())
-                .collect(),
-        })
+        self.rows(&keep)
     }
 
     /// `n` codes `[n, d]` and their scenes' labels, drawn uniformly with replacement.
@@ -571,14 +563,21 @@ impl CodePool {
         let picks: Vec<u32> = (0..n)
             .map(|_| rng.random_range(0..self.labels.len()) as u32)
             .collect();
-        let codes = self
-            .codes
-            .index_select(&Tensor::new(picks.as_slice(), self.codes.device())?, 0)?;
-        let labels = picks
-            .iter()
-            .map(|&i| self.labels[i as usize].clone())
-            .collect();
+        let Self { codes, labels } = self.rows(&picks)?;
         Ok((codes, labels))
+    }
+
+    /// The pooled scenes at `picks` (repeats allowed), in that order.
+    fn rows(&self, picks: &[u32]) -> anyhow::Result<Self> {
+        Ok(Self {
+            codes: self
+                .codes
+                .index_select(&Tensor::new(picks, self.codes.device())?, 0)?,
+            labels: picks
+                .iter()
+                .map(|&i| self.labels[i as usize].clone())
+                .collect(),
+        })
     }
 }
 
