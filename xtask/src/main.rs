@@ -174,6 +174,7 @@ enum BenchTask {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_elementwise_ops_on_the_calling_thread();
     let cli = Cli::parse();
     match on_pool_worker(move || run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -196,6 +197,20 @@ fn on_pool_worker<T: Send>(task: impl FnOnce() -> T + Send) -> T {
         .stack_size(256 << 20)
         .build_global();
     rayon::join(task, || ()).0
+}
+
+/// Sets `CANDLE_NUM_THREADS=1` unless the caller chose a value. candle 0.11 runs element-wise
+/// ops of 64K elements or more on a pool of its own (`CANDLE_NUM_THREADS - 1` workers that spin
+/// between ops), shared behind one lock by every thread of the process; matrix products and
+/// this project's convolutions use rayon and are not affected. Two training jobs side by side,
+/// one per core (the compose experiment), then wait on each other and on the spinning worker:
+/// a step of the scene VAE took 71.5 ms in each of two jobs by default against 32-36 ms with
+/// the variable set, and 39 ms against 32 ms alone; the Langevin benchmark is the same within
+/// its noise (measured on 2 cores). Called first thing, before any thread starts.
+fn keep_elementwise_ops_on_the_calling_thread() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
 }
 
 /// The error and its causes, `: `-separated, leaving out a cause whose text the message before

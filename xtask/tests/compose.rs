@@ -139,6 +139,19 @@ fn quick_recipe_writes_every_experiment_and_metric() {
         };
         assert!(step(steps) && !step(steps + 1), "{name}");
     }
+    // Every shape judge of the recipe trained, each under its own name, and no more.
+    let shape_judges = tiny().judge.shape_judges;
+    assert!(
+        shape_judges >= 2,
+        "the tiny recipe votes with several shape judges"
+    );
+    for m in 2..=shape_judges + 1 {
+        let trained = dir
+            .path()
+            .join(format!("checkpoints/judge-shape-{m}/step-000000003.json"))
+            .is_file();
+        assert_eq!(trained, m <= shape_judges, "shape judge {m}");
+    }
     assert!(dir.path().join("sampler_energy_traces.png").is_file());
     let diag: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("sampler_diagnostics.json")).unwrap(),
@@ -208,6 +221,8 @@ fn bad_recipes_are_clear_errors() {
     let err = error_after(&|r| r.guidance = -1.0);
     assert!(err.contains("guidance") && err.contains("-1"), "{err}");
     error_after(&|r| r.concept.langevin.steps = 0);
+    let err = error_after(&|r| r.judge.shape_judges = 0);
+    assert!(err.contains("shape_judges"), "{err}");
 }
 
 #[test]
