@@ -14,8 +14,6 @@ use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use ebm_core::Energy;
-use serde_json::Value;
-use xtask::reproduce::igebm;
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
@@ -39,38 +37,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// digits), random bytes in the real file layout.
 fn good_data(dir: &Path) -> PathBuf {
     common::write_data(dir, 64, 48)
-}
-
-/// The IGEBM quick recipe shrunk to seconds, as `--set` arguments: a case that is meant to fail
-/// but does not fails fast anyway.
-fn tiny_igebm() -> Vec<String> {
-    let mut r = igebm::Recipe::quick();
-    r.model.stem_channels = 4;
-    for b in &mut r.model.blocks {
-        b.channels = 4;
-    }
-    r.batch_size = 4;
-    r.iterations = 2;
-    r.train.langevin.steps = 2;
-    r.eval_langevin.steps = 2;
-    r.samples = 20;
-    let ev = &mut r.eval;
-    ev.ood_images = 12;
-    ev.restore_images = 4;
-    ev.restore_langevin.steps = 2;
-    ev.fid_samples = 4;
-    ev.fid_reference = 8;
-    ev.classifier.iterations = 3;
-    ev.classifier.batch_size = 8;
-    ev.classifier.model.widths = vec![4, 4];
-    ev.classifier.model.feature_dim = 6;
-    let Value::Object(fields) = serde_json::to_value(&r).unwrap() else {
-        unreachable!()
-    };
-    fields
-        .iter()
-        .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -163,7 +129,7 @@ fn igebm_args(data: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
     let mut args = strs(&["reproduce", "igebm", "--quick"]);
     args.extend(["--data-dir".into(), data.display().to_string()]);
     args.extend(["--out".into(), out.display().to_string()]);
-    args.extend(tiny_igebm());
+    args.extend(common::set_args(&common::tiny_igebm()));
     for s in sets {
         // Spelled `--set-case` for the table only; passed as `--set`, after the tiny recipe so
         // that it wins.

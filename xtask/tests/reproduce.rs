@@ -7,6 +7,8 @@ use ebm_nn::{checkpoint, Igebm};
 use xtask::reproduce::igebm::{run_recipe, Recipe};
 use xtask::reproduce::{apply_overrides, Mode, Options};
 
+mod common;
+
 /// Random 8-bit images with labels cycling through the classes.
 fn synthetic(n: usize, shape: [usize; 3], seed: u64) -> ImageSet {
     use rand::Rng;
@@ -37,44 +39,16 @@ fn shrink(mut recipe: Recipe, width: usize) -> Recipe {
     for b in &mut recipe.model.blocks {
         b.channels = (width * b.channels / 128).max(1);
     }
-    recipe.batch_size = 4;
-    recipe.iterations = 2;
-    recipe.train.langevin.steps = 2;
+    common::shrink_igebm_run(&mut recipe);
     recipe.train.replay_capacity = Some(16);
-    recipe.eval_langevin.steps = 2;
-    recipe.samples = 20;
-    tiny_eval(&mut recipe);
     recipe
-}
-
-/// Evaluation tables at a size that runs in seconds.
-fn tiny_eval(recipe: &mut Recipe) {
-    let ev = &mut recipe.eval;
-    ev.ood_images = 12;
-    ev.restore_images = 4;
-    ev.restore_langevin.steps = 2;
-    ev.fid_samples = 4;
-    ev.fid_reference = 8;
-    ev.classifier.iterations = 3;
-    ev.classifier.batch_size = 8;
-    ev.classifier.model.widths = vec![4, 4];
-    ev.classifier.model.feature_dim = 6;
 }
 
 #[test]
 fn quick_recipe_writes_the_whole_report() {
     let dir = tempfile::tempdir().unwrap();
-    let mut recipe = Recipe::quick();
-    recipe.model.stem_channels = 4;
-    for b in &mut recipe.model.blocks {
-        b.channels = 4;
-    }
-    recipe.batch_size = 4;
+    let mut recipe = common::tiny_igebm();
     recipe.iterations = 3;
-    recipe.train.langevin.steps = 2;
-    recipe.eval_langevin.steps = 2;
-    recipe.samples = 20;
-    tiny_eval(&mut recipe);
     let train = synthetic(40, [1, 28, 28], 1);
     let test = synthetic(20, [1, 28, 28], 2);
     let digits = synthetic(10, [1, 28, 28], 3);

@@ -1,5 +1,5 @@
 //! Helpers shared by the xtask integration tests: tiny synthetic data sets in the real file
-//! layout, and recipes as `--set` arguments.
+//! layout, the tiny IGEBM recipe, and recipes as `--set` arguments.
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::io::Write;
@@ -54,4 +54,35 @@ pub fn set_args<R: serde::Serialize>(recipe: &R) -> Vec<String> {
         .iter()
         .flat_map(|(k, v)| ["--set".to_string(), format!("{k}={v}")])
         .collect()
+}
+
+/// The IGEBM recipe's training and evaluation cut to a size that runs in seconds (the model is
+/// left as it is).
+pub fn shrink_igebm_run(recipe: &mut xtask::reproduce::igebm::Recipe) {
+    recipe.batch_size = 4;
+    recipe.iterations = 2;
+    recipe.train.langevin.steps = 2;
+    recipe.eval_langevin.steps = 2;
+    recipe.samples = 20;
+    let ev = &mut recipe.eval;
+    ev.ood_images = 12;
+    ev.restore_images = 4;
+    ev.restore_langevin.steps = 2;
+    ev.fid_samples = 4;
+    ev.fid_reference = 8;
+    ev.classifier.iterations = 3;
+    ev.classifier.batch_size = 8;
+    ev.classifier.model.widths = vec![4, 4];
+    ev.classifier.model.feature_dim = 6;
+}
+
+/// The IGEBM quick recipe with 4 channels everywhere and [`shrink_igebm_run`]'s run.
+pub fn tiny_igebm() -> xtask::reproduce::igebm::Recipe {
+    let mut recipe = xtask::reproduce::igebm::Recipe::quick();
+    recipe.model.stem_channels = 4;
+    for b in &mut recipe.model.blocks {
+        b.channels = 4;
+    }
+    shrink_igebm_run(&mut recipe);
+    recipe
 }

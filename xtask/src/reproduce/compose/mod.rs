@@ -904,6 +904,19 @@ fn mean_probabilities(classifiers: &[Classifier], x: &Tensor) -> anyhow::Result<
     Ok(sum.affine(1.0 / classifiers.len() as f64, 0.0)?)
 }
 
+/// One request per value of a class attribute, with its expression `attribute=value`.
+fn one_per_value<T: Copy>(
+    attribute: &str,
+    values: &[T],
+    name: impl Fn(T) -> &'static str,
+    request: impl Fn(T) -> Request,
+) -> Vec<(String, Request)> {
+    values
+        .iter()
+        .map(|&v| (format!("{attribute}={}", name(v)), request(v)))
+        .collect()
+}
+
 /// What one sample was asked to be. Unset fields are not checked.
 #[derive(Debug, Clone, Default)]
 struct Request {
@@ -1730,58 +1743,55 @@ pub fn run_recipe(recipe: &Recipe, options: &Options) -> anyhow::Result<Report> 
     };
     let mut outcomes: Vec<(&str, String, Outcome)> = Vec::new();
 
-    // 1. Single concepts.
-    let single: Vec<(String, Request)> = Shape::ALL
-        .iter()
-        .map(|s| {
-            (
-                format!("shape={}", s.name()),
-                Request {
-                    shape: Some(*s),
+    // 1. Single concepts: one request per value of each class attribute, then positions.
+    let class_singles = [
+        (
+            "single_shape",
+            "shape=s",
+            one_per_value(
+                "shape",
+                &Shape::ALL,
+                |s| s.name(),
+                |s| Request {
+                    shape: Some(s),
                     ..Default::default()
                 },
-            )
-        })
-        .collect();
-    outcomes.push((
-        "single_shape",
-        "shape=s".into(),
-        bench.run("single_shape", &single, &mut rng)?,
-    ));
-    let single: Vec<(String, Request)> = Color::ALL
-        .iter()
-        .map(|c| {
-            (
-                format!("color={}", c.name()),
-                Request {
-                    color: Some(*c),
+            ),
+        ),
+        (
+            "single_color",
+            "color=c",
+            one_per_value(
+                "color",
+                &Color::ALL,
+                |c| c.name(),
+                |c| Request {
+                    color: Some(c),
                     ..Default::default()
                 },
-            )
-        })
-        .collect();
-    outcomes.push((
-        "single_color",
-        "color=c".into(),
-        bench.run("single_color", &single, &mut rng)?,
-    ));
-    let single: Vec<(String, Request)> = Size::ALL
-        .iter()
-        .map(|z| {
-            (
-                format!("size={}", z.name()),
-                Request {
-                    size: Some(*z),
+            ),
+        ),
+        (
+            "single_size",
+            "size=z",
+            one_per_value(
+                "size",
+                &Size::ALL,
+                |z| z.name(),
+                |z| Request {
+                    size: Some(z),
                     ..Default::default()
                 },
-            )
-        })
-        .collect();
-    outcomes.push((
-        "single_size",
-        "size=z".into(),
-        bench.run("single_size", &single, &mut rng)?,
-    ));
+            ),
+        ),
+    ];
+    for (name, expression, requests) in class_singles {
+        outcomes.push((
+            name,
+            expression.into(),
+            bench.run(name, &requests, &mut rng)?,
+        ));
+    }
     let single: Vec<(String, Request)> = (0..recipe.conditions)
         .map(|_| {
             let p = random_position(&mut rng);
