@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use xtask::reproduce::{apply_overrides, igebm, latent, vaebm};
+use xtask::reproduce::{apply_overrides, latent, vaebm};
 
 /// Runs `xtask reproduce <experiment>` into `out` and returns the experiment's folder.
 fn reproduce(experiment: &str, seed: u64, data: &Path, out: &Path, sets: &[String]) -> PathBuf {
@@ -167,26 +167,8 @@ fn check(experiment: &str, sets: &[String], seed: u64) {
 
 #[test]
 fn igebm_is_deterministic_on_the_cpu() {
-    let mut r = igebm::Recipe::quick();
-    r.model.stem_channels = 4;
-    for b in &mut r.model.blocks {
-        b.channels = 4;
-    }
-    r.batch_size = 4;
+    let mut r = common::tiny_igebm();
     r.iterations = 3;
-    r.train.langevin.steps = 2;
-    r.eval_langevin.steps = 2;
-    r.samples = 20;
-    let ev = &mut r.eval;
-    ev.ood_images = 12;
-    ev.restore_images = 4;
-    ev.restore_langevin.steps = 2;
-    ev.fid_samples = 4;
-    ev.fid_reference = 8;
-    ev.classifier.iterations = 3;
-    ev.classifier.batch_size = 8;
-    ev.classifier.model.widths = vec![4, 4];
-    ev.classifier.model.feature_dim = 6;
     check("igebm", &common::set_args(&r), 5);
 }
 

@@ -892,9 +892,7 @@ impl Judges {
 fn mean_probabilities(classifiers: &[Classifier], x: &Tensor) -> anyhow::Result<Tensor> {
     let mut sum: Option<Tensor> = None;
     for c in classifiers {
-        let logits = c.logits(x)?;
-        let e = logits.broadcast_sub(&logits.max_keepdim(1)?)?.exp()?;
-        let p = e.broadcast_div(&e.sum_keepdim(1)?)?;
+        let p = ebm_nn::log_softmax(&c.logits(x)?)?.exp()?;
         sum = Some(match sum {
             None => p,
             Some(sum) => (sum + p)?,
